@@ -1,0 +1,43 @@
+# The suite's commands. `make up` runs the suite; `make test` runs the tests.
+SHELL := /bin/bash
+UV ?= uv
+export UV_FROZEN := 1
+
+.PHONY: help install test lint fmt typecheck up down bench synth clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.venv/.synced: uv.lock pyproject.toml */pyproject.toml services/*/pyproject.toml
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --all-packages
+	@touch $@
+
+install: .venv/.synced ## create the workspace environment from uv.lock
+
+test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/run installs them)
+	$(UV) run pytest
+
+lint: .venv/.synced ## ruff (lint and format check) and mypy
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy shared/src services/*/src
+
+typecheck: .venv/.synced
+	$(UV) run mypy shared/src services/*/src
+
+fmt: .venv/.synced ## format and fix what ruff can
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: .venv/.synced ## run the benchmarks (not part of `make test`)
+	$(UV) run python bench/config.py
+
+up: ## bring the suite up locally (docker compose)
+	docker compose up --build --detach --wait
+
+down: ## stop the suite and remove its volumes
+	docker compose down --volumes --remove-orphans
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

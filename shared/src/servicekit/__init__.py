@@ -1,0 +1,1 @@
+"""servicekit: what every service of the suite shares."""

@@ -1,0 +1,113 @@
+"""The one place that makes boto3 clients.
+
+Every client of the suite comes from :func:`client`: one shared botocore session, adaptive retries,
+explicit timeouts, and ``AWS_ENDPOINT_URL`` honoured (botocore reads it itself, so local runs
+against moto and production differ only in the environment). Clients are thread-safe and are
+created once per (service, region) and shared.
+
+Nothing here calls AWS: creating a client is local work. Call :func:`reset_clients` in a child
+process after ``fork`` (gunicorn's ``post_fork``) so no connection pool crosses the fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_ssm import SSMClient
+
+__all__ = ["ACCESS_DENIED_CODES", "client", "client_config", "describe_error", "reset_clients"]
+
+ACCESS_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
+)
+
+_lock = threading.Lock()
+_session: boto3.session.Session | None = None
+_clients: dict[tuple[str, str | None], Any] = {}
+
+
+def client_config(
+    *,
+    connect_timeout: float | None = None,
+    read_timeout: float | None = None,
+    max_attempts: int | None = None,
+    max_pool_connections: int | None = None,
+) -> Config:
+    """The botocore configuration every client uses.
+
+    Defaults come from the environment (``AWS_CONNECT_TIMEOUT``, ``AWS_READ_TIMEOUT``,
+    ``AWS_MAX_ATTEMPTS``, ``AWS_MAX_POOL_CONNECTIONS``) so a task definition can tune them without
+    code. Adaptive retry mode adds client-side rate limiting on throttling, which matters when
+    dozens of tasks start together and all read Parameter Store at once.
+    """
+    return Config(
+        connect_timeout=connect_timeout or float(os.environ.get("AWS_CONNECT_TIMEOUT", "2")),
+        # SQS long polls hold a request open for 20 s: the read timeout must outlast it.
+        read_timeout=read_timeout or float(os.environ.get("AWS_READ_TIMEOUT", "25")),
+        retries={
+            "mode": "adaptive",
+            "max_attempts": max_attempts or int(os.environ.get("AWS_MAX_ATTEMPTS", "4")),
+        },
+        max_pool_connections=max_pool_connections
+        or int(os.environ.get("AWS_MAX_POOL_CONNECTIONS", "32")),
+    )
+
+
+@overload
+def client(service: Literal["ssm"], region: str | None = None) -> SSMClient: ...
+@overload
+def client(service: Literal["secretsmanager"], region: str | None = None) -> SecretsManagerClient: ...
+@overload
+def client(service: Literal["sqs"], region: str | None = None) -> SQSClient: ...
+@overload
+def client(service: str, region: str | None = None) -> Any: ...
+def client(service: str, region: str | None = None) -> Any:
+    """Return the shared client for ``service`` (created on first use)."""
+    key = (service, region)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    global _session
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            if _session is None:
+                _session = boto3.session.Session()
+            # boto3 sessions are not thread-safe; clients are, so create them under the lock.
+            found = _session.client(service, region_name=region, config=client_config())  # type: ignore[call-overload]
+            _clients[key] = found
+        return found
+
+
+def reset_clients() -> None:
+    """Forget every client and the session (after fork, or between tests)."""
+    global _session
+    with _lock:
+        _clients.clear()
+        _session = None
+
+
+def describe_error(error: ClientError, *, service: str, resource: str | None = None) -> str:
+    """One line naming what AWS refused: the error code, the IAM action, and the resource.
+
+    AccessDenied names the action (``ssm:GetParametersByPath``) and the resource so the fix, a
+    statement in the task role, is obvious from the log line alone. ``service`` is the IAM
+    prefix: botocore's errors do not carry it.
+    """
+    detail = error.response.get("Error", {})
+    code = detail.get("Code", "Unknown")
+    message = detail.get("Message", "")
+    action = f"{service}:{error.operation_name}"
+    target = f" on {resource}" if resource else ""
+    if code in ACCESS_DENIED_CODES:
+        return f"{code}: not allowed to call {action}{target} ({message})"
+    return f"{code} from {action}{target}: {message}"
