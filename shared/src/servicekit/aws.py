@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -65,13 +65,18 @@ def client_config(
 @overload
 def client(service: Literal["ssm"], region: str | None = None) -> SSMClient: ...
 @overload
-def client(service: Literal["secretsmanager"], region: str | None = None) -> SecretsManagerClient: ...
+def client(
+    service: Literal["secretsmanager"], region: str | None = None
+) -> SecretsManagerClient: ...
 @overload
 def client(service: Literal["sqs"], region: str | None = None) -> SQSClient: ...
 @overload
 def client(service: str, region: str | None = None) -> Any: ...
 def client(service: str, region: str | None = None) -> Any:
     """Return the shared client for ``service`` (created on first use)."""
+    # Key by the region botocore would resolve, so client("ssm") and client("ssm", "eu-west-1")
+    # are one client when AWS_REGION is eu-west-1.
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     key = (service, region)
     found = _clients.get(key)
     if found is not None:
@@ -96,18 +101,25 @@ def reset_clients() -> None:
         _session = None
 
 
-def describe_error(error: ClientError, *, service: str, resource: str | None = None) -> str:
+def describe_error(
+    error: ClientError | BotoCoreError, *, service: str, resource: str | None = None
+) -> str:
     """One line naming what AWS refused: the error code, the IAM action, and the resource.
 
     AccessDenied names the action (``ssm:GetParametersByPath``) and the resource so the fix, a
     statement in the task role, is obvious from the log line alone. ``service`` is the IAM
-    prefix: botocore's errors do not carry it.
+    prefix: botocore's errors do not carry it. A BotoCoreError (endpoint unreachable, timeout,
+    no credentials) never reached AWS and says so.
     """
+    target = f" on {resource}" if resource else ""
+    if not isinstance(error, ClientError):
+        return f"{service}{target} unreachable: {error}"
     detail = error.response.get("Error", {})
     code = detail.get("Code", "Unknown")
     message = detail.get("Message", "")
     action = f"{service}:{error.operation_name}"
-    target = f" on {resource}" if resource else ""
-    if code in ACCESS_DENIED_CODES:
-        return f"{code}: not allowed to call {action}{target} ({message})"
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    # Some endpoints (and moto with IAM enforced) answer a denial with a bare 403 body.
+    if code in ACCESS_DENIED_CODES or status == 403:
+        return f"AccessDenied: not allowed to call {action}{target} ({message})"
     return f"{code} from {action}{target}: {message}"
