@@ -1,0 +1,270 @@
+"""PostgreSQL for the services: a psycopg 3 pool whose logins follow the secret's rotation.
+
+ECS injects a secret into a task's environment once, at start, so a rotated database password
+would need a redeploy. Here every NEW connection reads the RDS-format secret through its provider
+(``SecretRef[RdsSecret]``: a cached read, checked against Secrets Manager after a TTL) and, when the
+server refuses the login, forces one check of the secret and logs in again. That covers both RDS
+rotation strategies:
+
+- single user: same username, new password. Right after ``ALTER ROLE ... PASSWORD`` the cached
+  password is refused; the forced check finds the new AWSCURRENT and the retry logs in.
+- alternating users: AWSCURRENT switches to the other user, while the previous one keeps working
+  until the rotation after next; new connections move to the new user at the next check.
+
+Connections already open are not affected by a rotation: PostgreSQL checks a password only when a
+connection logs in. They are replaced when they reach ``max_lifetime``. With single-user rotation
+there is a window (the rotation function changes the password, then moves AWSCURRENT) in which new
+logins fail even after a refresh; the pool retries in the background while the open connections
+serve. Alternating users has no such window.
+
+When the database cannot be reached, :class:`Database` raises
+``DependencyUnavailable("database", reason)`` within ``pool_timeout`` (the API answers 503), and
+the pool reconnects by itself once the server is back. Create a :class:`Database` after ``fork``
+(in the app factory or gunicorn's ``post_fork``): a pool's threads and sockets must not cross it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, Protocol, Self, TypeVar
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from servicekit.errors import DependencyUnavailable
+from servicekit.settings import RdsSecret
+
+__all__ = ["CredentialsProvider", "Database", "DatabaseSettings", "connect"]
+
+_log = logging.getLogger(__name__)
+
+C = TypeVar("C")
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+# 28P01 invalid_password, 28000 invalid_authorization_specification.
+_LOGIN_REFUSED_STATES = frozenset({"28P01", "28000"})
+
+
+class CredentialsProvider(Protocol):
+    """Where logins come from: ``servicekit.settings.SecretRef[RdsSecret]`` is one."""
+
+    def get(self) -> RdsSecret: ...
+
+    def refresh(self) -> RdsSecret: ...
+
+
+class DatabaseSettings(BaseModel):
+    """Pool and TLS options. A service nests it as ``database`` (SSM ``.../database/pool_size``).
+
+    Production: ``sslmode="verify-full"`` and ``sslrootcert`` the RDS CA bundle
+    (``global-bundle.pem``) baked into the image.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    sslmode: SslMode = "prefer"
+    sslrootcert: str | None = None
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_size: int = Field(default=10, ge=1)
+    # How long a caller waits for a connection before DependencyUnavailable.
+    pool_timeout: float = Field(default=5.0, gt=0)
+    connect_timeout: int = Field(default=5, ge=1)
+    # psycopg_pool retries a failed connection with doubling delays until this many seconds have
+    # passed, then gives the slot back and a later request starts again from a 1 s delay. Kept
+    # short so the retry delay, and so the time to notice that the database is back, stays short.
+    reconnect_timeout: float = Field(default=10.0, gt=0)
+    max_lifetime: float = Field(default=1800.0, gt=0)
+    max_idle: float = Field(default=300.0, gt=0)
+    # One round trip per checkout, so a connection the server dropped is never handed out.
+    check_on_checkout: bool = True
+    statement_timeout_ms: int | None = Field(default=None, ge=0)
+    application_name: str | None = None
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Self:
+        if self.pool_min_size > self.pool_size:
+            raise ValueError("pool_min_size must not exceed pool_size")
+        return self
+
+
+def _login_refused(error: psycopg.OperationalError) -> bool:
+    # libpq reports no SQLSTATE for a failed login, so any refusal after a password was sent counts
+    # too (even "database does not exist"): a needless re-read of the secret costs one
+    # DescribeSecret, while matching the server's message would break with a localised server.
+    pgconn = error.pgconn
+    return error.sqlstate in _LOGIN_REFUSED_STATES or (pgconn is not None and pgconn.used_password)
+
+
+def _first_line(error: BaseException) -> str:
+    return next(iter(str(error).splitlines()), type(error).__name__)
+
+
+class _Login:
+    """Connection parameters read from the secret for each login, re-read once when refused."""
+
+    def __init__(
+        self, credentials: CredentialsProvider, settings: DatabaseSettings, application_name: str
+    ) -> None:
+        self._credentials = credentials
+        self._settings = settings
+        self._application_name = application_name
+        # Why the latest login failed (None after a success): the reason DependencyUnavailable
+        # gives. libpq's messages name host, port and user, never the password.
+        self.last_error: str | None = None
+
+    def connect(self, open_connection: Callable[[dict[str, Any]], C]) -> C:
+        try:
+            return self._attempt(open_connection, self._credentials.get)
+        except psycopg.OperationalError as error:
+            if not _login_refused(error):
+                raise
+        _log.warning("the database refused the login; checking the secret again and retrying once")
+        return self._attempt(open_connection, self._credentials.refresh)
+
+    def _attempt(
+        self, open_connection: Callable[[dict[str, Any]], C], read: Callable[[], RdsSecret]
+    ) -> C:
+        try:
+            try:
+                secret = read()
+            except Exception as error:
+                # The pool retries only psycopg errors: anything else would lose the slot for good.
+                raise psycopg.OperationalError(
+                    f"database credentials unavailable: {_first_line(error)}"
+                ) from error
+            connection = open_connection(self._params(secret))
+        except psycopg.OperationalError as error:
+            self.last_error = _first_line(error)
+            raise
+        self.last_error = None
+        return connection
+
+    def _params(self, secret: RdsSecret) -> dict[str, Any]:
+        settings = self._settings
+        params: dict[str, Any] = {
+            "host": secret.host,
+            "port": secret.port,
+            "dbname": secret.dbname,
+            "user": secret.username,
+            "password": secret.password.get_secret_value(),
+            "sslmode": settings.sslmode,
+            "connect_timeout": settings.connect_timeout,
+            "application_name": self._application_name,
+        }
+        if settings.sslrootcert:
+            params["sslrootcert"] = settings.sslrootcert
+        if settings.statement_timeout_ms is not None:
+            params["options"] = f"-c statement_timeout={settings.statement_timeout_ms}"
+        return params
+
+
+def _pooled_connection_class(login: _Login) -> type[psycopg.Connection[DictRow]]:
+    """A connection class whose ``connect`` (what the pool calls) logs in through ``login``."""
+
+    class PooledConnection(psycopg.Connection[DictRow]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            base = super().connect
+            # The pool's own arguments (row_factory, a connect_timeout) win over the secret's.
+            return login.connect(lambda params: base(conninfo, **(params | kwargs)))
+
+    return PooledConnection
+
+
+def connect(
+    credentials: CredentialsProvider,
+    settings: DatabaseSettings | None = None,
+    *,
+    application_name: str = "servicekit",
+) -> psycopg.Connection[psycopg.rows.TupleRow]:
+    """One connection outside any pool (migrations), logging in like the pool does."""
+    login = _Login(credentials, settings or DatabaseSettings(), application_name)
+    return login.connect(lambda params: psycopg.Connection.connect(**params))
+
+
+class Database:
+    """A connection pool over the database the secret names. Rows come back as dicts.
+
+    ``with database.connection() as conn:`` commits on success and rolls back on an exception;
+    raises ``DependencyUnavailable("database", reason)`` when no connection can be had within
+    ``pool_timeout`` or the connection is lost mid-use.
+    """
+
+    def __init__(
+        self,
+        credentials: CredentialsProvider,
+        settings: DatabaseSettings | None = None,
+        *,
+        name: str = "servicekit",
+    ) -> None:
+        self.settings = settings or DatabaseSettings()
+        self._login = _Login(credentials, self.settings, self.settings.application_name or name)
+        self._pool = ConnectionPool(
+            connection_class=_pooled_connection_class(self._login),
+            kwargs={"row_factory": dict_row},
+            min_size=self.settings.pool_min_size,
+            max_size=self.settings.pool_size,
+            open=False,
+            name=name,
+            timeout=self.settings.pool_timeout,
+            max_lifetime=self.settings.max_lifetime,
+            max_idle=self.settings.max_idle,
+            reconnect_timeout=self.settings.reconnect_timeout,
+            check=ConnectionPool.check_connection if self.settings.check_on_checkout else None,
+        )
+
+    @property
+    def pool(self) -> ConnectionPool[psycopg.Connection[DictRow]]:
+        """The psycopg_pool pool itself (statistics, ``drain()`` to replace every connection)."""
+        return self._pool
+
+    def open(self) -> None:
+        """Start the pool without waiting: a service starts even while the database is down."""
+        self._pool.open(wait=False)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._pool.close(timeout)
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[DictRow]]:
+        """A connection from the pool for one transaction (``timeout`` overrides pool_timeout)."""
+        waited = self.settings.pool_timeout if timeout is None else timeout
+        try:
+            conn = self._pool.getconn(waited)
+        except PoolTimeout as error:
+            raise DependencyUnavailable("database", self._timeout_reason(waited)) from error
+        try:
+            with conn:
+                yield conn
+        except psycopg.OperationalError as error:
+            if conn.broken:
+                raise DependencyUnavailable(
+                    "database", f"connection lost: {_first_line(error)}"
+                ) from error
+            raise
+        finally:
+            self._pool.putconn(conn)
+
+    def check(self, timeout: float | None = None) -> None:
+        """Readiness: one query; raises ``DependencyUnavailable`` saying why not."""
+        with self.connection(timeout) as conn:
+            conn.execute("SELECT 1")
+
+    def _timeout_reason(self, waited: float) -> str:
+        reason = f"no connection within {waited:g} s"
+        cause = self._login.last_error
+        if cause is not None:
+            return f"{reason}: {cause}"
+        return f"{reason}: all {self.settings.pool_size} in use"

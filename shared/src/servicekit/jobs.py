@@ -1,0 +1,368 @@
+"""The jobs repository: every read and write of the ``jobs`` table, shared by all services.
+
+Each function takes an open connection and runs in the caller's transaction: none commits. That is
+what lets a worker's handler write its own rows and mark the job succeeded in one commit.
+
+A job's way through (statuses in the ``status`` column):
+
+- API: :func:`create` (``queued``) and commit, *then* send the SQS message, then
+  :func:`mark_enqueued` in a second short transaction. The row is committed before the message
+  exists, so a worker never receives an id it cannot read; if the send fails, ``enqueued_at`` stays
+  NULL and the job is not lost (the outbox).
+- Worker: :func:`start` and commit (``running``, ``attempts`` + 1; ``None`` means the job is
+  finished or unknown: acknowledge the message). Then, in one transaction, the handler's writes
+  and :func:`mark_succeeded`, which raises :class:`JobAlreadyFinished` if a duplicate delivery won
+  meanwhile, so the ``with`` block rolls the handler's writes back: effects happen exactly once.
+  On a handler error :func:`mark_failed` (retried later); when retries are exhausted
+  :func:`mark_dead`.
+- Scheduler: :func:`pending_enqueue` + send + :func:`mark_enqueued` in one transaction (the
+  outbox sweep), :func:`requeue_stuck`, :func:`purge_finished`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, LiteralString
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "Created",
+    "IdempotencyKeyReused",
+    "InvalidCursor",
+    "Job",
+    "JobAlreadyFinished",
+    "JobPage",
+    "JobStatus",
+    "create",
+    "get",
+    "list_jobs",
+    "mark_dead",
+    "mark_enqueued",
+    "mark_failed",
+    "mark_succeeded",
+    "pending_enqueue",
+    "purge_finished",
+    "requeue_stuck",
+    "start",
+]
+
+MAX_PAGE_SIZE = 1000
+# Handler errors can carry whole tracebacks: the row keeps the start of one.
+MAX_ERROR_LENGTH = 4000
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class Job(BaseModel):
+    """One row of ``jobs``. ``enqueued_at`` is NULL until its SQS message was sent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    type: str
+    payload: dict[str, Any]
+    status: JobStatus
+    attempts: int
+    idempotency_key: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    enqueued_at: datetime | None
+
+
+class Created(BaseModel):
+    """What :func:`create` did: ``created`` is False when the idempotency key already existed."""
+
+    job: Job
+    created: bool
+
+
+class JobPage(BaseModel):
+    """A page of jobs, newest first; pass ``next_cursor`` back for the next page (None: last)."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+class IdempotencyKeyReused(Exception):
+    """The key already belongs to a job with another type or payload (never quotes the payload)."""
+
+    def __init__(self, job_id: UUID) -> None:
+        super().__init__(f"idempotency key already used by job {job_id} with a different request")
+        self.job_id = job_id
+
+
+class JobAlreadyFinished(Exception):
+    """The job cannot be marked succeeded: it is finished already, or it does not exist."""
+
+    def __init__(self, job_id: UUID, status: JobStatus | None) -> None:
+        state = f"already {status.value}" if status is not None else "does not exist"
+        super().__init__(f"job {job_id} {state}")
+        self.job_id = job_id
+        self.status = status
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this module did not produce."""
+
+
+_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in Job.model_fields)
+_ACTIVE = sql.SQL("status IN ('queued', 'running', 'failed')")
+
+
+def _query(template: LiteralString) -> sql.Composed:
+    """``template`` with ``{columns}`` (every Job field) and ``{active}`` (not finished)."""
+    return sql.SQL(template).format(columns=_COLUMNS, active=_ACTIVE)
+
+
+_INSERT = _query(
+    "INSERT INTO jobs (type, payload, idempotency_key) VALUES (%(type)s, %(payload)s, %(key)s) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING {columns}"
+)
+_BY_KEY = _query("SELECT {columns} FROM jobs WHERE idempotency_key = %(key)s")
+_BY_ID = _query("SELECT {columns} FROM jobs WHERE id = %(id)s")
+_START = _query(
+    "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), "
+    "updated_at = clock_timestamp(), enqueued_at = coalesce(enqueued_at, clock_timestamp()) "
+    "WHERE id = %(id)s AND {active} RETURNING {columns}"
+)
+_SUCCEED = _query(
+    "UPDATE jobs SET status = 'succeeded', result = %(result)s, error = NULL, "
+    "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
+    "WHERE id = %(id)s AND {active} RETURNING {columns}"
+)
+_FAIL = _query(
+    "UPDATE jobs SET status = 'failed', error = %(error)s, updated_at = clock_timestamp() "
+    "WHERE id = %(id)s AND status = 'running' RETURNING {columns}"
+)
+_KILL = _query(
+    "UPDATE jobs SET status = 'dead', error = coalesce(%(error)s, error), "
+    "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
+    "WHERE id = %(id)s AND {active} RETURNING {columns}"
+)
+_ENQUEUED = _query(
+    "UPDATE jobs SET enqueued_at = clock_timestamp(), updated_at = clock_timestamp() "
+    "WHERE id = %(id)s AND enqueued_at IS NULL"
+)
+# SKIP LOCKED: concurrent sweeps split the rows instead of waiting on each other.
+_PENDING = _query(
+    "SELECT {columns} FROM jobs WHERE status = 'queued' AND enqueued_at IS NULL "
+    "AND updated_at < clock_timestamp() - %(age)s "
+    "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+)
+# A row lock on a running job means a live transaction works on it: SKIP LOCKED leaves it alone
+# whatever its age. Requeued jobs get enqueued_at NULL, so the outbox sweep sends them again.
+_REQUEUE = _query(
+    "WITH stuck AS (SELECT id AS stuck_id, %(max_attempts)s::integer IS NOT NULL "
+    "AND attempts >= %(max_attempts)s::integer AS give_up FROM jobs "
+    "WHERE status = 'running' AND updated_at < clock_timestamp() - %(age)s "
+    "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+    "UPDATE jobs SET "
+    "status = CASE WHEN give_up THEN 'dead' ELSE 'queued' END, "
+    "error = CASE WHEN give_up THEN 'stuck running after ' || attempts || ' attempts' "
+    "ELSE error END, "
+    "finished_at = CASE WHEN give_up THEN clock_timestamp() END, "
+    "enqueued_at = NULL, updated_at = clock_timestamp() "
+    "FROM stuck WHERE jobs.id = stuck.stuck_id RETURNING {columns}"
+)
+_PURGE = _query(
+    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
+    "WHERE status IN ('succeeded', 'dead') AND finished_at < clock_timestamp() - %(age)s "
+    "LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+)
+
+
+def _one(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: Mapping[str, Any]
+) -> Job | None:
+    with conn.cursor(row_factory=class_row(Job)) as cursor:
+        return cursor.execute(query, params).fetchone()
+
+
+def _all(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: Mapping[str, Any]
+) -> list[Job]:
+    with conn.cursor(row_factory=class_row(Job)) as cursor:
+        return cursor.execute(query, params).fetchall()
+
+
+def _same_request(job: Job, job_type: str, payload: Mapping[str, Any]) -> bool:
+    # Compare as JSON would store it (tuples become lists, and so on).
+    return job.type == job_type and job.payload == json.loads(json.dumps(dict(payload)))
+
+
+def create(
+    conn: psycopg.Connection[Any],
+    *,
+    job_type: str,
+    payload: Mapping[str, Any],
+    idempotency_key: str | None = None,
+) -> Created:
+    """Insert a queued job, or return the job that already has ``idempotency_key``.
+
+    Race safe: of concurrent creates with one key, one inserts and the others (waiting on the
+    unique index until it commits) return its job. Raises :class:`IdempotencyKeyReused` when the
+    key's job was created with another type or payload.
+    """
+    params = {"type": job_type, "payload": Jsonb(dict(payload)), "key": idempotency_key}
+    # Two rounds at most: the row that blocked the insert may be purged before the read sees it.
+    for _ in range(2):
+        inserted = _one(conn, _INSERT, params)
+        if inserted is not None:
+            return Created(job=inserted, created=True)
+        existing = _one(conn, _BY_KEY, params)
+        if existing is not None:
+            if not _same_request(existing, job_type, payload):
+                raise IdempotencyKeyReused(existing.id)
+            return Created(job=existing, created=False)
+    raise RuntimeError(f"idempotency key conflict could not be resolved for type {job_type!r}")
+
+
+def get(conn: psycopg.Connection[Any], job_id: UUID) -> Job | None:
+    return _one(conn, _BY_ID, {"id": job_id})
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        position = datetime.fromisoformat(created_at), UUID(job_id)
+    except (binascii.Error, ValueError, TypeError) as error:
+        raise InvalidCursor("invalid cursor") from error
+    if position[0].tzinfo is None:
+        raise InvalidCursor("invalid cursor")
+    return position
+
+
+def list_jobs(
+    conn: psycopg.Connection[Any],
+    *,
+    status: JobStatus | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Jobs newest first, optionally of one status, ``limit`` per page (keyset pagination)."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    # Each filter is added only when given, so every variant's plan can use its index.
+    conditions: list[sql.Composable] = []
+    params: dict[str, Any] = {"limit": limit + 1}
+    if status is not None:
+        conditions.append(sql.SQL("status = %(status)s"))
+        params["status"] = status.value
+    if cursor is not None:
+        params["created_at"], params["id"] = _decode_cursor(cursor)
+        conditions.append(sql.SQL("(created_at, id) < (%(created_at)s, %(id)s)"))
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    query = sql.Composed(
+        [
+            sql.SQL("SELECT {columns} FROM jobs").format(columns=_COLUMNS),
+            where,
+            sql.SQL(" ORDER BY created_at DESC, id DESC LIMIT %(limit)s"),
+        ]
+    )
+    rows = _all(conn, query, params)
+    if len(rows) > limit:
+        return JobPage(items=rows[:limit], next_cursor=_encode_cursor(rows[limit - 1]))
+    return JobPage(items=rows, next_cursor=None)
+
+
+def start(conn: psycopg.Connection[Any], job_id: UUID) -> Job | None:
+    """Mark the job running and count the attempt; None when it is finished or unknown (ack it)."""
+    return _one(conn, _START, {"id": job_id})
+
+
+def mark_succeeded(
+    conn: psycopg.Connection[Any], job_id: UUID, result: Mapping[str, Any] | None = None
+) -> Job:
+    """Record success in the caller's transaction; raises :class:`JobAlreadyFinished` otherwise.
+
+    If a duplicate delivery committed first, this waits for its row lock, finds the job
+    succeeded and raises, so the caller's transaction (its handler's writes) is rolled back.
+    """
+    stored = None if result is None else Jsonb(dict(result))
+    job = _one(conn, _SUCCEED, {"id": job_id, "result": stored})
+    if job is None:
+        existing = get(conn, job_id)
+        raise JobAlreadyFinished(job_id, existing.status if existing is not None else None)
+    return job
+
+
+def mark_failed(conn: psycopg.Connection[Any], job_id: UUID, error: str) -> Job | None:
+    """Record a failed attempt of a running job (to be retried); None if it is not running."""
+    return _one(conn, _FAIL, {"id": job_id, "error": error[:MAX_ERROR_LENGTH]})
+
+
+def mark_dead(conn: psycopg.Connection[Any], job_id: UUID, error: str | None = None) -> Job | None:
+    """Give up on the job (its message went to the DLQ); None if it was finished already."""
+    message = None if error is None else error[:MAX_ERROR_LENGTH]
+    return _one(conn, _KILL, {"id": job_id, "error": message})
+
+
+def mark_enqueued(conn: psycopg.Connection[Any], job_id: UUID) -> bool:
+    """Record that the job's SQS message was sent; False if that was recorded already."""
+    return conn.execute(_ENQUEUED, {"id": job_id}).rowcount == 1
+
+
+def pending_enqueue(
+    conn: psycopg.Connection[Any], *, older_than: timedelta, limit: int = 100
+) -> list[Job]:
+    """Queued jobs whose message was never sent, untouched for ``older_than``, locked.
+
+    Call inside a transaction that sends each message and calls :func:`mark_enqueued` before it
+    commits; the locks keep a concurrent sweep off these rows. ``older_than`` leaves the API the
+    time to send the message itself.
+    """
+    return _all(conn, _PENDING, {"age": older_than, "limit": limit})
+
+
+def requeue_stuck(
+    conn: psycopg.Connection[Any],
+    *,
+    older_than: timedelta,
+    max_attempts: int | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Put jobs left ``running`` for ``older_than`` back to ``queued`` (for the outbox to resend).
+
+    Jobs that already had ``max_attempts`` are marked ``dead`` instead. Rows locked by a live
+    transaction are skipped. ``older_than`` must exceed the longest job timeout. Returns the jobs
+    changed, in their new state.
+    """
+    params = {"age": older_than, "max_attempts": max_attempts, "limit": limit}
+    return _all(conn, _REQUEUE, params)
+
+
+def purge_finished(
+    conn: psycopg.Connection[Any], *, older_than: timedelta, limit: int = 1000
+) -> int:
+    """Delete up to ``limit`` succeeded or dead jobs finished before ``older_than``; the count.
+
+    Bounded so one transaction stays short: call again while it returns ``limit``.
+    """
+    return conn.execute(_PURGE, {"age": older_than, "limit": limit}).rowcount

@@ -1,0 +1,3 @@
+from servicekit.migrations import main
+
+raise SystemExit(main())
