@@ -1,0 +1,155 @@
+"""Health checks: separate kinds, per-check deadlines, short secret-free reasons."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from servicekit.health import HealthRegistry, HealthReport
+from servicekit.lifecycle import Lifecycle
+from servicekit.logging import register_secret
+
+
+def passing() -> None:
+    pass
+
+
+def refused() -> None:
+    raise ConnectionRefusedError("connection refused by db:5432")
+
+
+@pytest.fixture
+def hung() -> Iterator[threading.Event]:
+    """Set to release the checks that block on it (a dependency that never answers)."""
+    release = threading.Event()
+    yield release
+    release.set()
+
+
+def test_all_passing_is_ok() -> None:
+    registry = HealthRegistry()
+    registry.add_readiness("database", passing)
+    registry.add_readiness("queue", passing)
+
+    report = registry.readiness()
+    assert report == HealthReport(ok=True, checks={"database": "ok", "queue": "ok"})
+    assert report.as_dict() == {"status": "ok", "checks": {"database": "ok", "queue": "ok"}}
+
+
+def test_no_checks_is_ok() -> None:
+    assert HealthRegistry().liveness().ok
+
+
+def test_a_failure_names_the_check_and_the_reason() -> None:
+    registry = HealthRegistry()
+    registry.add_readiness("database", refused)
+    registry.add_readiness("queue", passing)
+
+    report = registry.readiness()
+    assert not report.ok
+    assert report.checks == {
+        "database": "ConnectionRefusedError: connection refused by db:5432",
+        "queue": "ok",
+    }
+    assert report.as_dict()["status"] == "fail"
+
+
+def test_liveness_and_readiness_are_separate() -> None:
+    registry = HealthRegistry()
+    registry.add_liveness("loop", passing)
+    registry.add_readiness("database", refused)
+    registry.add_readiness("loop", passing)  # the same name in the other kind is fine
+
+    assert registry.liveness() == HealthReport(ok=True, checks={"loop": "ok"})
+    assert not registry.readiness().ok
+    with pytest.raises(ValueError, match="readiness check 'database' is already registered"):
+        registry.add_readiness("database", passing)
+
+
+def test_a_hung_check_times_out_without_holding_the_others(hung: threading.Event) -> None:
+    calls: list[int] = []
+
+    def stuck() -> None:
+        calls.append(1)
+        hung.wait()
+
+    registry = HealthRegistry(timeout=5.0)
+    registry.add_readiness("database", stuck, timeout=0.2)
+    registry.add_readiness("queue", passing)
+
+    started = time.monotonic()
+    report = registry.readiness()
+    # Bounded by the check's deadline, far below anything a hang would take.
+    assert time.monotonic() - started < 4.0
+    assert report.checks == {"database": "timed out after 0.2s", "queue": "ok"}
+
+    # Still stuck: the next probe waits on the same call rather than starting another.
+    assert registry.readiness().checks["database"] == "timed out after 0.2s"
+    assert calls == [1]
+
+    hung.set()
+    deadline = time.monotonic() + 10
+    while not (report := registry.readiness()).ok:
+        assert time.monotonic() < deadline, report
+    assert report.checks["database"] == "ok"
+
+
+def test_reasons_are_short_single_lines_without_secrets() -> None:
+    secret = "health-check-s3cret"
+    register_secret(secret)
+
+    def leaky() -> None:
+        raise RuntimeError(f"password authentication failed: {secret}\nDETAIL: {secret}")
+
+    def verbose() -> None:
+        raise ValueError("x" * 500)
+
+    def exits() -> None:
+        raise SystemExit(3)
+
+    registry = HealthRegistry()
+    registry.add_readiness("leaky", leaky)
+    registry.add_readiness("verbose", verbose)
+    registry.add_readiness("exits", exits)
+    checks = registry.readiness().checks
+
+    assert checks["leaky"] == "RuntimeError: password authentication failed: ***"
+    assert len(checks["verbose"]) == 200
+    assert checks["verbose"].endswith("...")
+    assert checks["exits"] == "RuntimeError: check raised SystemExit"
+    assert all("Traceback" not in reason and "\n" not in reason for reason in checks.values())
+
+
+def test_transitions_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    healthy = threading.Event()
+
+    def flaky() -> None:
+        if not healthy.is_set():
+            raise ConnectionError("timeout")
+
+    registry = HealthRegistry()
+    registry.add_readiness("database", flaky)
+    with caplog.at_level("INFO", logger="servicekit.health"):
+        registry.readiness()
+        registry.readiness()
+        healthy.set()
+        registry.readiness()
+        registry.readiness()
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "readiness check database failing: ConnectionError: timeout",
+        "readiness check database recovered",
+    ]
+
+
+def test_a_stopping_lifecycle_fails_readiness() -> None:
+    lifecycle = Lifecycle()
+    registry = HealthRegistry()
+    registry.add_readiness("lifecycle", lifecycle.check)
+    assert registry.readiness().ok
+
+    lifecycle.stop("SIGTERM")
+    assert registry.readiness().checks == {"lifecycle": "RuntimeError: shutting down (SIGTERM)"}
