@@ -1,0 +1,222 @@
+"""The scheduler's command line (``scheduler`` or ``python -m scheduler``).
+
+    scheduler run JOB [--slot ISO-8601]   one run: what an EventBridge schedule starts (ECS RunTask)
+    scheduler serve                       APScheduler fires every job here; /health on HEALTH_PORT
+    scheduler schedules [--json]          the registry, for people or for the infrastructure
+
+``--registry MODULE:ATTRIBUTE`` (default ``$SCHEDULER_REGISTRY``, else ``scheduler.jobs:registry``)
+picks the registry, e.g. a test registry. ``--slot`` (default ``$SCHEDULED_TIME``) is the
+schedule's ``<aws.scheduler.scheduled-time>``; without it the slot is the schedule's latest fire
+time at or before now.
+
+Exit status:
+
+- 0: ``run``: the job succeeded, or its slot had already been run (the log says
+  ``skipped: slot already run``); ``serve``: stopped by SIGTERM/SIGINT; ``schedules``: printed.
+- 1: ``run``: the job failed, timed out or was interrupted, or the database could not be
+  reached to claim or record the run.
+- 2: usage or configuration: unknown job, bad ``--slot``, a registry that does not load (an
+  invalid schedule names its job), missing or invalid settings.
+
+Why 0 for a slot already run: the slot's work is done, by another process. A retried trigger,
+a second scheduler or an overlapping deployment is the lock doing its job, not a failure, and
+must not page anyone or mark the ECS task as failed; the log line tells the cases apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from scheduler.jobs import Resources
+from scheduler.settings import Settings
+from servicekit.db import Database
+from servicekit.errors import ConfigurationError, DependencyUnavailable
+from servicekit.health import HealthRegistry
+from servicekit.lifecycle import Lifecycle
+from servicekit.logging import configure_logging
+from servicekit.metrics import Metrics
+from servicekit.scheduling import InvalidJob, JobRegistry, Runner, RunStore, serve
+from servicekit.tracing import configure_tracing, shutdown_tracing
+
+__all__ = ["DEFAULT_REGISTRY", "SLOT_PLACEHOLDER", "main"]
+
+DEFAULT_REGISTRY = "scheduler.jobs:registry"
+# What EventBridge Scheduler replaces with the invocation's scheduled time.
+SLOT_PLACEHOLDER = "<aws.scheduler.scheduled-time>"
+
+logger = logging.getLogger("scheduler")
+
+
+class _RegistryError(Exception):
+    """The registry named on the command line cannot be used."""
+
+
+def _instant(text: str) -> datetime:
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if instant.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no timezone (e.g. 2026-03-10T12:00:00Z)")
+    return instant.astimezone(UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scheduler",
+        description="Run the scheduler's jobs: once for a slot, or serve them all on schedule.",
+    )
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("SCHEDULER_REGISTRY", DEFAULT_REGISTRY),
+        help="MODULE:ATTRIBUTE of the job registry (default $SCHEDULER_REGISTRY or %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run one job once, for one slot")
+    run.add_argument("job")
+    run.add_argument(
+        "--slot",
+        type=_instant,
+        default=os.environ.get("SCHEDULED_TIME"),  # argparse applies the type to it too
+        help="the scheduled time (ISO-8601 with offset; default $SCHEDULED_TIME, else now)",
+    )
+    commands.add_parser("serve", help="fire every job on its schedule until SIGTERM")
+    schedules = commands.add_parser("schedules", help="list the registry's schedules")
+    schedules.add_argument("--json", action="store_true", help="machine-readable, for the infra")
+    return parser
+
+
+def load_registry(spec: str) -> JobRegistry[Resources]:
+    """Import ``MODULE:ATTRIBUTE``; an invalid job declaration fails here, naming the job."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        registry = getattr(importlib.import_module(module_name), attribute or "registry")
+    except InvalidJob as error:
+        raise _RegistryError(f"registry {spec}: {error}") from None
+    except (ImportError, AttributeError) as error:
+        raise _RegistryError(f"registry {spec} cannot be loaded: {error}") from None
+    if not isinstance(registry, JobRegistry):
+        raise _RegistryError(f"registry {spec} is a {type(registry).__name__}, not a JobRegistry")
+    return registry
+
+
+def export(registry: JobRegistry[Resources]) -> list[dict[str, object]]:
+    """The registry's schedules plus the container command each EventBridge schedule runs."""
+    return [
+        {**entry, "command": ["run", str(entry["name"]), "--slot", SLOT_PLACEHOLDER]}
+        for entry in registry.export()
+    ]
+
+
+def _print_schedules(registry: JobRegistry[Resources], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(export(registry), indent=2))
+        return
+    now = datetime.now(UTC)
+    for job in registry:
+        upcoming = job.trigger().get_next_fire_time(None, now)
+        when = upcoming.astimezone(UTC).isoformat() if upcoming is not None else "never again"
+        print(
+            f"{job.name:<24} {job.schedule.expression:<28} {job.timezone:<16} "
+            f"timeout {job.timeout:g} s  next {when}  {job.description}"
+        )
+
+
+@contextmanager
+def _runner(
+    registry: JobRegistry[Resources], settings: Settings, lifecycle: Lifecycle
+) -> Iterator[Runner[Resources]]:
+    database = Database(settings.db_secret, settings.database, name=settings.service_name)
+    database.open()
+    runs = RunStore(database)
+    try:
+        yield Runner(
+            registry,
+            runs,
+            Resources(settings, database, runs),
+            stop=lifecycle.stop_event,
+            stop_grace=settings.stop_grace,
+            metrics=Metrics(
+                settings.app_name, {"Service": settings.service_name, "Env": settings.app_env}
+            ),
+        )
+    finally:
+        database.close()
+
+
+def _run(runner: Runner[Resources], job: str, slot: datetime | None) -> int:
+    try:
+        outcome = runner.run(job, at=slot)
+    except DependencyUnavailable as error:
+        logger.error("not run: %s", error)
+        return 1
+    except Exception:
+        logger.exception("not run: the run could not be claimed")
+        return 1
+    return outcome.exit_code
+
+
+def _serve(runner: Runner[Resources], settings: Settings, lifecycle: Lifecycle) -> int:
+    health = HealthRegistry()
+    health.add_readiness("database", runner.deps.database.check)
+    health.add_readiness("lifecycle", lifecycle.check)
+    serve(
+        runner,
+        health=health,
+        health_port=settings.health_port,
+        misfire_grace_time=settings.misfire_grace_time,
+    )
+    logger.info("scheduler stopped (%s)", lifecycle.reason)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``scheduler`` command; the exit status is documented in the module docstring."""
+    args = _parser().parse_args(argv)
+    if args.command == "schedules":
+        # No logging set up and nothing but the schedules on stdout: a build reads it.
+        try:
+            _print_schedules(load_registry(args.registry), args.json)
+        except (_RegistryError, ValueError) as error:
+            print(f"scheduler: {error}", file=sys.stderr)
+            return 2
+        return 0
+
+    # First, so a SIGTERM during a slow start-up still ends in an orderly stop.
+    lifecycle = Lifecycle()
+    lifecycle.install_signal_handlers()
+    configure_logging(
+        service=os.environ.get("SERVICE_NAME", "scheduler"),
+        env=os.environ.get("APP_ENV", "development"),
+    )
+    try:
+        registry = load_registry(args.registry)
+        if args.command == "run":
+            job = registry.get(args.job)
+            if args.slot is not None:
+                job.slot_at(args.slot)  # a slot before the schedule's first fire time is usage
+        settings = Settings.load()
+    except (_RegistryError, KeyError, ValueError, ConfigurationError) as error:
+        logger.critical("%s", error.args[0] if isinstance(error, KeyError) else error)
+        return 2
+    configure_logging(service=settings.service_name, env=settings.app_env, level=settings.log_level)
+    configure_tracing(
+        service=settings.service_name,
+        enabled=settings.tracing_enabled,
+        endpoint=settings.otel_exporter_otlp_endpoint,
+    )
+    try:
+        with _runner(registry, settings, lifecycle) as runner:
+            if args.command == "run":
+                return _run(runner, args.job, args.slot)
+            return _serve(runner, settings, lifecycle)
+    finally:
+        shutdown_tracing()

@@ -1,0 +1,55 @@
+"""The scheduler's settings: environment variables (upper-case names) or SSM parameters
+under ``/{app}/{env}/scheduler/``.
+
+Only ``run`` and ``serve`` load them: ``schedules`` reads the registry alone, so the
+infrastructure can export the schedules at synth time without AWS access.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from servicekit.db import DatabaseSettings
+from servicekit.settings import RdsSecret, SecretRef, ServiceSettings
+
+__all__ = ["Settings"]
+
+# ECS's stopTimeout cannot exceed 120 s: a longer grace would end in SIGKILL anyway.
+MAX_STOP_TIMEOUT = 120
+
+
+class Settings(ServiceSettings):
+    """What ``run`` and ``serve`` need, and the example jobs' knobs."""
+
+    db_secret: SecretRef[RdsSecret] = Field(
+        description="Secrets Manager id of the RDS-format database secret (DB_SECRET)"
+    )
+    database: DatabaseSettings = Field(
+        default_factory=lambda: DatabaseSettings(pool_min_size=0, pool_size=4)
+    )
+    queue_url: str = Field(description="URL of the SQS jobs queue the outbox sweep sends to")
+    health_port: int = Field(default=8081, ge=0, le=65535, description="serve mode's /health")
+    stop_grace: float = Field(
+        default=20.0,
+        gt=0,
+        le=MAX_STOP_TIMEOUT,
+        description="seconds a cancelled job (timeout, SIGTERM) gets to return; under stopTimeout",
+    )
+    misfire_grace_time: float = Field(
+        default=60.0, gt=0, description="serve: a fire time later than this is dropped, not run"
+    )
+    outbox_min_age: float = Field(
+        default=30.0, ge=0, description="seconds a job waits for the API's own send before a resend"
+    )
+    stuck_after: float = Field(
+        default=900.0,
+        gt=0,
+        description="seconds a job may stay running before it is requeued (above the worker's "
+        "longest handler)",
+    )
+    stuck_max_attempts: int | None = Field(
+        default=5, ge=1, description="a stuck job that had this many attempts is marked dead"
+    )
+    retention_days: int = Field(
+        default=30, ge=1, description="finished jobs and run history older than this are purged"
+    )

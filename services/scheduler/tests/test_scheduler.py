@@ -1,0 +1,313 @@
+"""The scheduler as ECS runs it (``python -m scheduler ...`` child processes), against moto's
+HTTP server and a real, migrated PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from servicekit import aws, jobs, migrations
+from servicekit.cron import parse
+from servicekit.scheduling import InvalidJob
+from servicekit.testing import Database, MotoServer
+from servicekit.testing.moto import free_port
+
+TESTS = Path(__file__).resolve().parent
+SECRET_ID = "suite/test/db"
+SLOT = "2026-03-06T10:00:00Z"
+SKIPPED = "skipped: slot already run"
+
+
+@dataclass
+class Scheduler:
+    """One ``python -m scheduler`` child process; its output goes to a file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines (metrics documents included)."""
+        text = self.log.read_text(errors="replace")
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    def messages(self) -> list[str]:
+        return [str(line.get("message")) for line in self.lines()]
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.process.wait(timeout=timeout)
+
+
+@dataclass
+class Env:
+    database: Database
+    queue_url: str
+    environ: dict[str, str]
+    tmp: Path
+    started: list[Scheduler]
+
+    def start(self, *args: str, **settings: str) -> Scheduler:
+        log = self.tmp / f"scheduler-{len(self.started)}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "scheduler", *args],
+                env=self.environ | settings,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        scheduler = Scheduler(process, log)
+        self.started.append(scheduler)
+        return scheduler
+
+    def run(self, *args: str, **settings: str) -> tuple[int, Scheduler]:
+        scheduler = self.start(*args, **settings)
+        return scheduler.wait(), scheduler
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.database.conninfo(), autocommit=True) as conn:
+            cursor = conn.execute(sql.encode(), params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+
+@pytest.fixture
+def env(aws_env: MotoServer, postgres_db: Database, tmp_path: Path) -> Iterator[Env]:
+    migrations.upgrade(postgres_db.conninfo())
+    aws.client("secretsmanager").create_secret(
+        Name=SECRET_ID, SecretString=json.dumps(postgres_db.rds_secret())
+    )
+    queue_url = aws.client("sqs").create_queue(QueueName="jobs")["QueueUrl"]
+    environ = os.environ | {
+        "APP_NAME": "suite",
+        "APP_ENV": "test",
+        "SERVICE_NAME": "scheduler",
+        "DB_SECRET": SECRET_ID,
+        "QUEUE_URL": queue_url,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "SCHEDULER_REGISTRY": "scheduler_test_jobs:registry",
+    }
+    scheduler_env = Env(postgres_db, queue_url, environ, tmp_path, [])
+    scheduler_env.query("CREATE TABLE ticks (job text, slot timestamptz, pid integer)")
+    yield scheduler_env
+    for scheduler in scheduler_env.started:
+        if scheduler.process.poll() is None:
+            scheduler.process.kill()
+            scheduler.process.wait(timeout=10)
+
+
+def eventually(condition: Callable[[], object], what: str, timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def healthy(port: int, scheduler: Scheduler) -> bool:
+    assert scheduler.process.poll() is None, scheduler.log.read_text()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def runs(env: Env, job: str) -> list[tuple[Any, ...]]:
+    return env.query(
+        "SELECT slot, status, error FROM schedule_runs WHERE job = %s ORDER BY slot", job
+    )
+
+
+def test_two_serve_processes_run_each_slot_once(env: Env) -> None:
+    ports = [free_port(), free_port()]
+    schedulers = [
+        env.start("serve", SCHEDULER_REGISTRY="scheduler_test_jobs:serving", HEALTH_PORT=str(port))
+        for port in ports
+    ]
+    for port, scheduler in zip(ports, schedulers, strict=True):
+        eventually(partial(healthy, port, scheduler), f"serving on {port}")
+    both_up = datetime.now(UTC)
+
+    def slots_since_both_up() -> int:
+        return len(env.query("SELECT 1 FROM ticks WHERE slot > %s", both_up))
+
+    eventually(lambda: slots_since_both_up() >= 5, "five slots with both serving")
+    for scheduler in schedulers:
+        scheduler.process.send_signal(signal.SIGTERM)
+    assert [scheduler.wait() for scheduler in schedulers] == [0, 0]
+
+    ticks = env.query("SELECT slot, count(*) FROM ticks GROUP BY slot HAVING count(*) > 1")
+    assert ticks == [], "a slot ran more than once"
+    recorded = runs(env, "tick")
+    assert [slot for slot, _, _ in recorded] == [
+        slot for (slot,) in env.query("SELECT slot FROM ticks ORDER BY slot")
+    ]
+    assert {status for _, status, _ in recorded} == {"succeeded"}
+    # Both fired the same slots: each lost some of them to the other's lock.
+    messages = [message for scheduler in schedulers for message in scheduler.messages()]
+    assert SKIPPED in messages
+    assert all("stopped" in scheduler.messages() for scheduler in schedulers)
+
+
+def test_run_twice_for_one_slot_runs_once(env: Env) -> None:
+    # EventBridge passes its scheduled time; a retry passes the same one.
+    first_code, first = env.run("run", "tick", "--slot", SLOT)
+    second_code, second = env.run("run", "tick", SCHEDULED_TIME="2026-03-06T10:00:40Z")
+
+    assert (first_code, second_code) == (0, 0)
+    assert "finished: succeeded" in " ".join(first.messages())
+    assert SKIPPED in second.messages()
+    assert env.query("SELECT count(*) FROM ticks") == [(1,)]
+    assert runs(env, "tick") == [(datetime(2026, 3, 6, 10, tzinfo=UTC), "succeeded", None)]
+
+
+def test_a_failing_job_exits_1_and_is_recorded_failed(env: Env) -> None:
+    code, scheduler = env.run("run", "boom", "--slot", SLOT)
+
+    assert code == 1
+    [(_, status, error)] = runs(env, "boom")
+    assert (status, error) == ("failed", "RuntimeError: boom on purpose")
+    lines = [line for line in scheduler.lines() if line.get("status") == "failed"]
+    # The log line, and the EMF document CloudWatch turns into the ScheduledRuns metric.
+    assert [(line["job"], "ScheduledRuns" in line) for line in lines] == [
+        ("boom", False),
+        ("boom", True),
+    ]
+
+
+def test_sigterm_stops_a_running_job_and_records_it(env: Env) -> None:
+    scheduler = env.start("run", "slow", "--slot", SLOT, STOP_GRACE="10")
+    eventually(lambda: env.query("SELECT 1 FROM ticks"), "the slow job started")
+    scheduler.process.send_signal(signal.SIGTERM)
+
+    assert scheduler.wait() == 1
+    [(_, status, error)] = runs(env, "slow")
+    assert (status, error) == ("interrupted", "the process is stopping")
+
+
+def test_an_invalid_schedule_fails_at_import_naming_the_job(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(TESTS))
+    expected = "job 'nightly-report': invalid schedule 'cron(0 3 * * * *)'"
+    with pytest.raises(InvalidJob, match=re.escape(expected)):
+        importlib.import_module("scheduler_bad_jobs")
+
+    for command in (["schedules"], ["run", "nightly-report"]):
+        code, scheduler = env.run(*command, SCHEDULER_REGISTRY="scheduler_bad_jobs:registry")
+        assert code == 2
+        assert expected in scheduler.log.read_text()
+    assert env.query("SELECT count(*) FROM schedule_runs") == [(0,)]
+
+
+def create_pending_job(env: Env) -> UUID:
+    """A job as the API leaves it when its SQS send failed: queued, enqueued_at NULL."""
+    with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
+        return jobs.create(conn, job_type="echo", payload={"n": 1}).job.id
+
+
+def enqueued_at(env: Env, job_id: UUID) -> datetime | None:
+    [(value,)] = env.query("SELECT enqueued_at FROM jobs WHERE id = %s", job_id)
+    return value  # type: ignore[no-any-return]
+
+
+def test_outbox_sweep_sends_a_job_whose_send_failed(env: Env) -> None:
+    job_id = create_pending_job(env)
+    default = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry", "OUTBOX_MIN_AGE": "0"}
+
+    # SQS refuses (here: no such queue): the sweep fails and the job stays pending.
+    missing = env.queue_url.rsplit("/", 1)[0] + "/missing"
+    code, _ = env.run("run", "outbox-sweep", "--slot", SLOT, QUEUE_URL=missing, **default)
+    assert code == 1
+    assert enqueued_at(env, job_id) is None
+    assert runs(env, "outbox-sweep")[0][1] == "failed"
+
+    code, scheduler = env.run("run", "outbox-sweep", "--slot", "2026-03-06T10:01:00Z", **default)
+    assert code == 0, scheduler.log.read_text()
+    assert enqueued_at(env, job_id) is not None
+    received = aws.client("sqs").receive_message(
+        QueueUrl=env.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )
+    bodies = [json.loads(message["Body"]) for message in received.get("Messages", [])]
+    assert bodies == [{"job_id": str(job_id), "type": "echo"}]
+
+    # Sent once: the next sweep finds nothing to send.
+    code, again = env.run("run", "outbox-sweep", "--slot", "2026-03-06T10:02:00Z", **default)
+    assert code == 0
+    assert "outbox sweep: 0 message(s) sent" in again.messages()
+
+
+def test_requeue_stuck_and_purge_finished(env: Env) -> None:
+    stuck, done = create_pending_job(env), create_pending_job(env)
+    with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
+        jobs.start(conn, stuck)
+        jobs.start(conn, done)
+        jobs.mark_succeeded(conn, done, {"ok": True})
+    env.query("UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = %s", stuck)
+    env.query("UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = %s", done)
+    default = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry", "STUCK_AFTER": "600"}
+
+    # Without --slot or SCHEDULED_TIME the slot is the current one.
+    before = datetime.now(UTC)
+    assert env.run("run", "requeue-stuck", **default)[0] == 0
+    assert env.run("run", "purge-finished", "--slot", SLOT, **default)[0] == 0
+
+    assert env.query("SELECT id, status, enqueued_at FROM jobs") == [(stuck, "queued", None)]
+    [(slot, status, _)] = runs(env, "requeue-stuck")
+    assert status == "succeeded"
+    assert before - timedelta(minutes=5) < slot <= datetime.now(UTC)
+    assert slot.timestamp() % 300 == 0
+
+
+def test_schedules_export_for_the_infrastructure(env: Env) -> None:
+    exported = subprocess.run(
+        [sys.executable, "-m", "scheduler", "schedules", "--json"],
+        env=env.environ | {"SCHEDULER_REGISTRY": "scheduler.jobs:registry"},
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    schedules = json.loads(exported.stdout)
+    assert [schedule["name"] for schedule in schedules] == [
+        "outbox-sweep",
+        "purge-finished",
+        "requeue-stuck",
+    ]
+    for schedule in schedules:
+        parse(schedule["expression"])
+        assert schedule["command"] == [
+            "run",
+            schedule["name"],
+            "--slot",
+            "<aws.scheduler.scheduled-time>",
+        ]
+        assert set(schedule) == {
+            "name",
+            "expression",
+            "timezone",
+            "timeout_seconds",
+            "description",
+            "command",
+        }
+    assert exported.stderr == ""
+
+
+def test_slot_argument_needs_a_timezone(env: Env) -> None:
+    code, scheduler = env.run("run", "tick", "--slot", "2026-03-06T10:00:00")
+    assert code == 2
+    assert "has no timezone" in scheduler.log.read_text()

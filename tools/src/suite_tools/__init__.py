@@ -1,0 +1,1 @@
+"""The suite's delivery commands (``suite --help``)."""
