@@ -1,0 +1,56 @@
+"""The worker's settings: environment variables (upper-case names) or ``/{app}/{env}/worker/``."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from servicekit.db import DatabaseSettings
+from servicekit.settings import RdsSecret, SecretRef, ServiceSettings
+
+__all__ = ["Settings"]
+
+# ECS's stopTimeout cannot exceed 120 s: a longer grace period would end in SIGKILL anyway.
+MAX_STOP_TIMEOUT = 120
+
+
+class Settings(ServiceSettings):
+    """What the worker needs; the consumer's knobs map one to one onto :class:`Consumer`."""
+
+    db_secret: SecretRef[RdsSecret] = Field(
+        description="Secrets Manager id of the RDS-format database secret (DB_SECRET)"
+    )
+    database: DatabaseSettings = DatabaseSettings()
+    queue_url: str = Field(description="URL of the SQS jobs queue (QUEUE_URL)")
+    concurrency: int = Field(default=8, ge=1, description="handlers running at once")
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="messages held at once (default concurrency + 10)"
+    )
+    receivers: int = Field(default=1, ge=1, description="threads long-polling the queue")
+    wait_time_seconds: int = Field(default=20, ge=0, le=20, description="long-poll wait")
+    retry_base_delay: float = Field(default=5.0, ge=0, description="first retry's backoff, s")
+    retry_max_delay: float = Field(default=300.0, ge=0, description="longest retry backoff, s")
+    grace_period: float = Field(
+        default=25.0,
+        gt=0,
+        le=MAX_STOP_TIMEOUT,
+        description="how long SIGTERM waits for running handlers; keep it under stopTimeout",
+    )
+    liveness_timeout: float = Field(
+        default=120.0, gt=0, description="/health fails when the receive loop is stuck this long"
+    )
+    protection_minutes: int = Field(
+        default=60, ge=1, le=2880, description="ECS task scale-in protection expiry while busy"
+    )
+    port: int = Field(default=8080, ge=0, le=65535, description="/health, /ready, /stats (PORT)")
+
+    @model_validator(mode="after")
+    def _enough_connections(self) -> Self:
+        # Every running handler uses a connection at its start and at its end.
+        if self.database.pool_size < self.concurrency:
+            raise ValueError(
+                f"database.pool_size ({self.database.pool_size}) is below concurrency "
+                f"({self.concurrency}): handlers would wait for connections"
+            )
+        return self

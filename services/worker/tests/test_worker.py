@@ -1,0 +1,362 @@
+"""The worker process against moto's HTTP server and a real PostgreSQL.
+
+The worker runs with the container's command (``worker``, from service.toml) in a child process;
+each test gets a fresh queue with its dead-letter queue, and a migrated database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from servicekit import aws, jobs, migrations
+from servicekit.spec import load_spec
+from servicekit.testing import Database, MotoServer
+from servicekit.testing.moto import free_port
+
+APP, ENV = "suite", "test"
+SECRET_ID = f"{APP}/{ENV}/db"
+SERVICE_DIR = Path(__file__).resolve().parents[1]
+
+
+def container_command() -> list[str]:
+    """The container's command from the service spec, its script from this environment."""
+    command = load_spec(SERVICE_DIR / "service.toml").command
+    return [str(Path(sys.executable).parent / command[0]), *command[1:]]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or predicate}")
+        time.sleep(0.05)
+
+
+@dataclass
+class WorkerEnv:
+    """The queue, its dead-letter queue and the database a worker is pointed at."""
+
+    database: Database
+    queue_url: str
+    dlq_url: str
+    environ: dict[str, str]
+
+    def connect(self) -> psycopg.Connection[dict[str, Any]]:
+        return psycopg.connect(self.database.conninfo(), autocommit=True, row_factory=dict_row)
+
+    def create(self, job_type: str, payload: dict[str, Any], count: int = 1) -> list[UUID]:
+        with self.connect() as conn:
+            return [
+                jobs.create(conn, job_type=job_type, payload=payload).job.id for _ in range(count)
+            ]
+
+    def submit(self, job_type: str, payload: dict[str, Any], count: int = 1) -> list[UUID]:
+        """Create jobs and send their messages, as the API does."""
+        ids = self.create(job_type, payload, count)
+        self.send(*(json.dumps({"job_id": str(job_id), "type": job_type}) for job_id in ids))
+        return ids
+
+    def send(self, *bodies: str) -> None:
+        sqs = aws.client("sqs")
+        for start in range(0, len(bodies), 10):
+            entries = [
+                {"Id": str(index), "MessageBody": body}
+                for index, body in enumerate(bodies[start : start + 10])
+            ]
+            sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[arg-type]
+
+    def statuses(self, ids: list[UUID]) -> dict[str, int]:
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT status, count(*) AS n FROM jobs WHERE id = ANY(%s) GROUP BY status", (ids,)
+            ).fetchall()
+        return {row["status"]: row["n"] for row in rows}
+
+    def job(self, job_id: UUID) -> jobs.Job:
+        with self.connect() as conn:
+            job = jobs.get(conn, job_id)
+        assert job is not None
+        return job
+
+    def effects(self, ids: list[UUID]) -> dict[UUID, int]:
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT job_id, count(*) AS n FROM job_effects WHERE job_id = ANY(%s) "
+                "GROUP BY job_id",
+                (ids,),
+            ).fetchall()
+        return {row["job_id"]: row["n"] for row in rows}
+
+    def counts(self, url: str | None = None) -> tuple[int, int]:
+        """(visible, in flight) messages of the queue (or of ``url``)."""
+        attributes = aws.client("sqs").get_queue_attributes(
+            QueueUrl=url or self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+    def dead_letters(self) -> list[str]:
+        answer = aws.client("sqs").receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10)
+        return [message["Body"] for message in answer.get("Messages", [])]
+
+
+class WorkerProcess:
+    """The worker command in a child process, its output kept in a file."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.port = free_port()
+        self.environ = environ | {"PORT": str(self.port)}
+        self.log = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WorkerProcess:
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                container_command(), env=self.environ, stdout=output, stderr=subprocess.STDOUT
+            )
+        wait_until(self._healthy, timeout=30, what=f"worker healthy; log:\n{self.output()}")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker exited {self.process.returncode}:\n{self.output()}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", timeout=5)
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.get("/stats").json()
+        return stats
+
+    def signal(self, signum: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def make_env(aws_env: MotoServer, postgres_db: Database) -> Callable[..., WorkerEnv]:
+    """A queue (visibility timeout and maxReceiveCount as asked) with its DLQ, and the database."""
+    migrations.upgrade(postgres_db.conninfo())
+    aws.client("secretsmanager").create_secret(
+        Name=SECRET_ID, SecretString=json.dumps(postgres_db.rds_secret())
+    )
+
+    def make(visibility: int = 2, max_receive: int = 3, **settings: str) -> WorkerEnv:
+        sqs = aws.client("sqs")
+        dlq_url = sqs.create_queue(QueueName="jobs-dlq")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+        policy = {
+            "deadLetterTargetArn": arn["Attributes"]["QueueArn"],
+            "maxReceiveCount": max_receive,
+        }
+        queue_url = sqs.create_queue(
+            QueueName="jobs",
+            Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": json.dumps(policy)},
+        )["QueueUrl"]
+        environ = {
+            **os.environ,
+            "APP_NAME": APP,
+            "APP_ENV": ENV,
+            "SERVICE_NAME": "worker",
+            "DB_SECRET": SECRET_ID,
+            "QUEUE_URL": queue_url,
+            # Short backoffs keep the tests quick; the long poll keeps its production 20 s.
+            "RETRY_BASE_DELAY": "1",
+            "RETRY_MAX_DELAY": "1",
+            "GRACE_PERIOD": "10",
+            "CONCURRENCY": "4",
+            **settings,
+        }
+        return WorkerEnv(postgres_db, queue_url, dlq_url, environ)
+
+    return make
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[[WorkerEnv], WorkerProcess]]:
+    """Start workers on an environment; every one still running is killed after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(env: WorkerEnv) -> WorkerProcess:
+        worker = WorkerProcess(env.environ)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+StartWorker = Callable[[WorkerEnv], WorkerProcess]
+
+
+def test_sigkill_mid_batch_then_restart_runs_each_effect_once(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env(visibility=2)
+    ids = env.submit("sleep", {"seconds": 0.05}, count=200)
+    first = start_worker(env)
+    wait_until(lambda: env.statuses(ids).get("succeeded", 0) >= 40, what="40 jobs done")
+    first.signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert 0 < env.statuses(ids).get("succeeded", 0) < 200, "not killed mid-batch"
+
+    start_worker(env)
+    wait_until(lambda: env.statuses(ids) == {"succeeded": 200}, timeout=60, what="all succeeded")
+    effects = env.effects(ids)
+    assert len(effects) == 200
+    assert set(effects.values()) == {1}, "an effect ran more than once"
+    wait_until(lambda: env.counts() == (0, 0), what="queue empty")
+
+
+def test_sigterm_finishes_running_jobs_and_releases_the_rest(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env(visibility=30, CONCURRENCY="2", MAX_IN_FLIGHT="8")
+    ids = env.submit("sleep", {"seconds": 2}, count=8)
+    worker = start_worker(env)
+    wait_until(
+        lambda: worker.stats()["running"] == 2 and worker.stats()["in_flight"] == 8,
+        what="two running, six waiting",
+    )
+    stopped = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    # The six waiting messages are visible at once, not after the 30 s visibility timeout.
+    wait_until(lambda: env.counts()[0] == 6, timeout=5, what="six released")
+    assert worker.wait(timeout=15) == 0
+    elapsed = time.monotonic() - stopped
+    assert elapsed < 10, f"exit took {elapsed:.1f} s, past the grace period"
+    assert env.statuses(ids) == {"succeeded": 2, "queued": 6}
+    assert env.counts() == (6, 0)
+    assert "worker stopped (SIGTERM)" in worker.output()
+
+
+def test_poison_goes_to_the_dlq_while_neighbours_are_processed(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env(visibility=30)
+    before = env.submit("echo", {"n": 1})
+    named = env.create("echo", {"n": 2})  # a job whose message arrives mangled
+    env.send("not json", json.dumps({"job_id": str(named[0]), "type": ["not", "a", "string"]}))
+    after = env.submit("echo", {"n": 3})
+    start_worker(env)
+    wait_until(lambda: env.statuses(before + after) == {"succeeded": 2}, what="neighbours done")
+    # With a 30 s visibility timeout a retry would take 30 s: the DLQ gets them at once.
+    wait_until(lambda: env.counts(env.dlq_url)[0] == 2, timeout=5, what="poison in the DLQ")
+    assert env.job(named[0]).status == "dead"
+    assert "poison message" in (env.job(named[0]).error or "")
+    assert "not json" in env.dead_letters()
+    wait_until(lambda: env.counts() == (0, 0), what="queue empty")
+    assert env.job(before[0]).result == {"echo": {"n": 1}}
+
+
+def test_a_succeeded_job_is_not_run_again(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env()
+    ids = env.submit("echo", {"n": 1})
+    worker = start_worker(env)
+    wait_until(lambda: env.statuses(ids) == {"succeeded": 1})
+    env.send(json.dumps({"job_id": str(ids[0]), "type": "echo"}))  # a duplicate delivery
+    wait_until(lambda: worker.stats()["processed"] == 2 and env.counts() == (0, 0))
+    assert env.job(ids[0]).attempts == 1
+    assert env.effects(ids) == {ids[0]: 1}
+
+
+def test_an_always_failing_job_is_retried_then_dead(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env(visibility=30, max_receive=3)
+    ids = env.submit("fail", {"reason": "broken on purpose"})
+    worker = start_worker(env)
+    # Retries are paced by the 1 s backoff, not the 30 s visibility timeout.
+    wait_until(lambda: env.counts(env.dlq_url)[0] == 1, timeout=20, what="message in the DLQ")
+    job = env.job(ids[0])
+    assert job.status == "dead"
+    assert job.attempts == 3
+    assert job.error == "JobFailed: broken on purpose"
+    assert worker.stats()["failed"] == 3
+    assert env.effects(ids) == {}
+
+
+def test_a_long_job_outlives_the_visibility_timeout_without_redelivery(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env(visibility=1)
+    ids = env.submit("sleep", {"seconds": 3})
+    worker = start_worker(env)
+    wait_until(lambda: env.statuses(ids) == {"succeeded": 1}, what="long job done")
+    assert env.job(ids[0]).attempts == 1, "delivered twice"
+    assert env.effects(ids) == {ids[0]: 1}
+    assert worker.stats()["processed"] == 1
+
+
+def test_http_endpoints(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker, aws_env: MotoServer
+) -> None:
+    env = make_env()
+    worker = start_worker(env)
+    assert worker.get("/health").json() == {"status": "ok", "checks": {"consumer": "ok"}}
+    ready = worker.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "sqs": "ok", "lifecycle": "ok"}
+    stats = worker.stats()
+    assert {"in_flight", "running", "processed", "failed", "poisoned"} <= stats.keys()
+    assert worker.get("/nope").status_code == 404
+    with aws_env.outage():
+        wait_until(lambda: worker.get("/ready").status_code == 503, what="not ready")
+        assert worker.get("/ready").json()["checks"]["sqs"] != "ok"
+        # Liveness does not depend on SQS: an outage must not get the task restarted.
+        assert worker.get("/health").status_code == 200
+    wait_until(lambda: worker.get("/ready").status_code == 200, what="ready again")
+
+
+def test_invalid_configuration_fails_fast(make_env: Callable[..., WorkerEnv]) -> None:
+    env = make_env(CONCURRENCY="0")
+    del env.environ["QUEUE_URL"]
+    worker = WorkerProcess(env.environ)
+    with pytest.raises(AssertionError, match="exited 2") as failure:
+        worker.start()
+    worker.stop()
+    assert "QUEUE_URL" in str(failure.value)
+    assert "concurrency" in str(failure.value)

@@ -1,0 +1,332 @@
+"""The SQS consumer runtime against moto's HTTP server, in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from servicekit import aws
+from servicekit.consumer import (
+    POISON_REASON_ATTRIBUTE,
+    Consumer,
+    Delivery,
+    Poison,
+    TaskProtection,
+)
+from servicekit.errors import ConfigurationError
+from servicekit.metrics import Metrics
+from servicekit.testing import MotoServer
+
+
+class Task(BaseModel):
+    n: int
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+
+
+def make_queue(visibility: int = 30, max_receive: int = 3, *, dlq: bool = True) -> tuple[str, str]:
+    sqs = aws.client("sqs")
+    dlq_url = sqs.create_queue(QueueName="work-dlq")["QueueUrl"]
+    attributes: dict[Any, str] = {"VisibilityTimeout": str(visibility)}
+    if dlq:
+        arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+        policy = {
+            "deadLetterTargetArn": arn["Attributes"]["QueueArn"],
+            "maxReceiveCount": max_receive,
+        }
+        attributes["RedrivePolicy"] = json.dumps(policy)
+    url = sqs.create_queue(QueueName="work", Attributes=attributes)["QueueUrl"]
+    return url, dlq_url
+
+
+def send(url: str, *bodies: str) -> None:
+    sqs = aws.client("sqs")
+    for start in range(0, len(bodies), 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "MessageBody": body}
+                for i, body in enumerate(bodies[start : start + 10])
+            ],
+        )
+
+
+def counts(url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue."""
+    attributes = aws.client("sqs").get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def receive_all(url: str) -> list[Any]:
+    sqs = aws.client("sqs")
+    answer = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )
+    return list(answer.get("Messages", []))
+
+
+@contextmanager
+def running(consumer: Consumer[Any]) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def consumer(
+    url: str, handler: Callable[[Delivery[Task]], object], **options: Any
+) -> Consumer[Task]:
+    options = {"wait_time_seconds": 1, "retry_base_delay": 1, "retry_max_delay": 1} | options
+    return Consumer(url, Task, handler, **options)
+
+
+def test_processes_and_deletes_in_batches(aws_env: MotoServer) -> None:
+    url, _ = make_queue()
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def handle(delivery: Delivery[Task]) -> None:
+        with lock:
+            seen.append(delivery.body.n)
+
+    calls: list[int] = []
+    sqs = aws.client("sqs")
+
+    def count_deletes(params: dict[str, Any], **_: Any) -> None:
+        calls.append(len(params["Entries"]))
+
+    sqs.meta.events.register("provide-client-params.sqs.DeleteMessageBatch", count_deletes)
+    try:
+        work = consumer(url, handle, concurrency=4, receivers=2)
+        with running(work):
+            send(url, *(json.dumps({"n": n}) for n in range(40)))
+            wait_until(lambda: work.stats().processed == 40 and counts(url) == (0, 0))
+    finally:
+        sqs.meta.events.unregister("provide-client-params.sqs.DeleteMessageBatch", count_deletes)
+    assert sorted(seen) == list(range(40))
+    assert sum(calls) == 40
+    assert len(calls) < 40, "deletes were not batched"
+    assert work.stats().failed == 0
+
+
+def test_poison_goes_to_the_dlq_at_once(aws_env: MotoServer) -> None:
+    url, dlq_url = make_queue(visibility=30)
+    seen: list[int] = []
+    poisoned: list[Poison] = []
+    work = consumer(url, lambda d: seen.append(d.body.n), on_poison=poisoned.append)
+    with running(work):
+        send(url, '{"n": 1}', '{"n": "not a number"}', "not json", '{"n": 2}')
+        # With a 30 s visibility timeout, a retry would take 30 s: these arrive at once.
+        wait_until(lambda: counts(dlq_url)[0] == 2 and sorted(seen) == [1, 2])
+        wait_until(lambda: counts(url) == (0, 0))
+    dead = receive_all(dlq_url)
+    assert sorted(m["Body"] for m in dead) == sorted(['{"n": "not a number"}', "not json"])
+    reasons = {
+        m["Body"]: m["MessageAttributes"][POISON_REASON_ATTRIBUTE]["StringValue"] for m in dead
+    }
+    assert reasons['{"n": "not a number"}'].startswith("n: ")
+    assert sorted(p.body for p in poisoned) == sorted(m["Body"] for m in dead)
+    assert work.stats().poisoned == 2
+
+
+def test_failing_handler_is_retried_then_redriven(aws_env: MotoServer) -> None:
+    url, dlq_url = make_queue(visibility=30, max_receive=3)
+    attempts: list[tuple[int, bool]] = []
+
+    def fail(delivery: Delivery[Task]) -> None:
+        attempts.append((delivery.receive_count, delivery.last_attempt))
+        raise RuntimeError("always fails")
+
+    work = consumer(url, fail)
+    with running(work):
+        send(url, '{"n": 1}')
+        wait_until(lambda: counts(dlq_url)[0] == 1, timeout=20)
+    # The backoff (1 s here), not the 30 s visibility timeout, paced the retries.
+    assert attempts == [(1, False), (2, False), (3, True)]
+    assert work.stats().failed == 3
+    assert counts(url) == (0, 0)
+
+
+def test_heartbeat_keeps_a_long_handler_invisible(aws_env: MotoServer) -> None:
+    url, _ = make_queue(visibility=2)
+    release = threading.Event()
+    calls: list[int] = []
+
+    def slow(delivery: Delivery[Task]) -> None:
+        calls.append(delivery.receive_count)
+        release.wait(timeout=30)
+
+    work = consumer(url, slow)
+    with running(work):
+        send(url, '{"n": 1}')
+        wait_until(lambda: calls)
+        # A competing consumer polls for two and a half visibility timeouts: it sees nothing.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert receive_all(url) == []
+            time.sleep(0.05)  # pacing the competing poll, not synchronisation
+        release.set()
+        wait_until(lambda: counts(url) == (0, 0))
+    assert calls == [1]
+
+
+def test_stop_releases_waiting_messages_and_finishes_running_ones(aws_env: MotoServer) -> None:
+    url, _ = make_queue(visibility=30)
+    release = threading.Event()
+    started: list[int] = []
+
+    def slow(delivery: Delivery[Task]) -> None:
+        started.append(delivery.body.n)
+        release.wait(timeout=30)
+
+    work = consumer(url, slow, concurrency=2, max_in_flight=6, grace_period=30)
+    stop = threading.Event()
+    thread = threading.Thread(target=work.run, args=(stop,))
+    thread.start()
+    send(url, *(json.dumps({"n": n}) for n in range(6)))
+    wait_until(lambda: len(started) == 2 and work.stats().in_flight == 6)
+    stop.set()
+    # The four waiting messages are visible again at once, not after 30 s.
+    wait_until(lambda: counts(url) == (4, 2))
+    assert thread.is_alive(), "run() returned while handlers were running"
+    release.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert counts(url) == (4, 0)
+    assert len(started) == 2
+    assert work.stats().processed == 2
+
+
+def test_grace_period_bounds_the_drain(aws_env: MotoServer) -> None:
+    url, _ = make_queue()
+    release = threading.Event()
+    work = consumer(url, lambda d: release.wait(timeout=30), grace_period=0.5)
+    stop = threading.Event()
+    thread = threading.Thread(target=work.run, args=(stop,))
+    thread.start()
+    send(url, '{"n": 1}')
+    wait_until(lambda: work.stats().running == 1)
+    stopped = time.monotonic()
+    stop.set()
+    thread.join(timeout=10)
+    assert time.monotonic() - stopped < 3
+    release.set()
+
+
+def test_a_queue_without_dead_letter_queue_is_refused(aws_env: MotoServer) -> None:
+    url, _ = make_queue(dlq=False)
+    with pytest.raises(ConfigurationError, match="RedrivePolicy"):
+        consumer(url, lambda d: None).run(threading.Event())
+
+
+def test_failed_delete_entries_are_reported(
+    aws_env: MotoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = make_queue()
+    sqs = aws.client("sqs")
+
+    # The queue is purged under the handler: its receipt handle is no longer valid.
+    work = consumer(url, lambda d: sqs.purge_queue(QueueUrl=url))
+    with caplog.at_level(logging.WARNING, logger="servicekit.consumer"), running(work):
+        send(url, '{"n": 1}')
+        wait_until(lambda: "delete refused" in caplog.text)
+    assert "ReceiptHandleIsInvalid" in caplog.text
+
+
+def test_metrics(aws_env: MotoServer, capsys: pytest.CaptureFixture[str]) -> None:
+    url, _ = make_queue()
+    work = consumer(url, lambda d: None, metrics=Metrics("Test", {"Service": "worker"}))
+    with running(work):
+        send(url, '{"n": 1}')
+        wait_until(lambda: work.stats().processed == 1)
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    emitted = next(d for d in documents if "Processed" in d)
+    names = {m["Name"]: m["Unit"] for m in emitted["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert names == {
+        "Processed": "Count",
+        "HandlerLatency": "Milliseconds",
+        "MessageAge": "Milliseconds",
+    }
+    assert emitted["MessageAge"] >= 0
+
+
+class _Agent(BaseHTTPRequestHandler):
+    """The ECS agent's task-protection endpoint, as documented."""
+
+    requests: list[dict[str, Any]]
+
+    def do_PUT(self) -> None:
+        assert self.path == "/task-protection/v1/state"
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(body)
+        answer = {"protection": {"ProtectionEnabled": body["ProtectionEnabled"], "TaskArn": "t"}}
+        payload = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def agent() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    requests: list[dict[str, Any]] = []
+    handler = type("Agent", (_Agent,), {"requests": requests})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_task_protection_held_while_busy(aws_env: MotoServer) -> None:
+    url, _ = make_queue()
+    release = threading.Event()
+    with agent() as (agent_uri, requests):
+        protection = TaskProtection.from_environment(
+            {"ECS_AGENT_URI": agent_uri}, expires_in_minutes=5, release_after=0.2
+        )
+        assert protection is not None
+        work = consumer(url, lambda d: release.wait(timeout=30), protection=protection)
+        with running(work):
+            assert requests == []  # idle: nothing to protect
+            send(url, '{"n": 1}')
+            wait_until(lambda: requests)
+            assert requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 5}]
+            release.set()
+            wait_until(lambda: len(requests) == 2)
+            assert requests[1] == {"ProtectionEnabled": False}
+    assert TaskProtection.from_environment({}) is None
