@@ -1,0 +1,91 @@
+"""docker-compose.yml agrees with the service specs (services/*/service.toml).
+
+Compose is written by hand for readability; this test is what keeps it from drifting: every
+spec'd service is in compose with the spec's command, CPU, memory, stop grace period, port and
+health path, only external services are published, and internal ones answer on their Cloud Map
+name.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from servicekit.spec import Exposure, ServiceSpec, load_specs
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = load_specs(ROOT)
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+
+
+def seconds(value: str) -> int:
+    assert value.endswith("s"), f"stop_grace_period {value!r} should be in seconds"
+    return int(value[:-1])
+
+
+@pytest.fixture(params=sorted(SPECS), ids=str)
+def spec(request: pytest.FixtureRequest) -> ServiceSpec:
+    return SPECS[request.param]
+
+
+def test_every_spec_has_a_compose_service(spec: ServiceSpec) -> None:
+    assert spec.name in SERVICES, f"docker-compose.yml lacks the service {spec.name!r}"
+
+
+def test_resources_and_shutdown_mirror_the_spec(spec: ServiceSpec) -> None:
+    service = SERVICES[spec.name]
+    assert float(service["cpus"]) == spec.task.cpu / 1024
+    assert service["mem_limit"] == f"{spec.task.memory}m"
+    assert seconds(service["stop_grace_period"]) == spec.task.stop_timeout
+
+
+def test_image_build_command_and_health(spec: ServiceSpec) -> None:
+    service = SERVICES[spec.name]
+    assert service["build"]["args"]["SERVICE"] == spec.name
+    assert service.get("command", [spec.name]) == spec.command
+    environment = service["environment"]
+    assert environment["SERVICE_NAME"] == spec.name
+    if spec.port is not None:
+        assert int(environment["PORT"]) == spec.port
+        assert environment["HEALTH_PATH"] == spec.health_path
+
+
+def test_only_external_services_are_published(spec: ServiceSpec) -> None:
+    ports = SERVICES[spec.name].get("ports", [])
+    if spec.exposure is Exposure.EXTERNAL:
+        assert [port.rsplit(":", 1)[-1] for port in ports] == [str(spec.port)]
+    else:
+        assert ports == []
+
+
+def test_internal_services_answer_on_their_cloud_map_name(spec: ServiceSpec) -> None:
+    if spec.exposure is not Exposure.INTERNAL:
+        pytest.skip("only internal services are reached by name")
+    environment = SERVICES[spec.name]["environment"]
+    name = f"{spec.name}.{environment['APP_ENV']}.{environment['APP_NAME']}.internal"
+    assert name in SERVICES[spec.name]["networks"]["default"]["aliases"]
+
+
+def test_services_run_hardened() -> None:
+    for name in SPECS:
+        service = SERVICES[name]
+        assert service["read_only"] is True, name
+        assert service["tmpfs"] == ["/tmp"], name
+
+
+def test_nothing_but_the_api_is_published_by_default() -> None:
+    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    external = {name for name, spec in SPECS.items() if spec.exposure is Exposure.EXTERNAL}
+    observability = {
+        name for name, service in SERVICES.items() if "observability" in service.get("profiles", [])
+    }
+    assert published - observability == external
+
+
+def test_every_image_is_overridable() -> None:
+    for name, service in SERVICES.items():
+        image = service["image"]
+        assert image.startswith("${"), f"{name}: image {image!r} is fixed"
+        assert ":-" in image, f"{name}: image {image!r} has no default"
