@@ -3,6 +3,7 @@
 import psycopg
 import pytest
 
+from servicekit import aws
 from servicekit.testing import Database, MotoServer
 
 
@@ -14,8 +15,6 @@ def test_wrong_password_is_refused(postgres_db: Database) -> None:
 
 
 def test_aws_env_points_at_moto(aws_env: MotoServer) -> None:
-    from servicekit import aws
-
     sqs = aws.client("sqs")
     assert sqs.meta.endpoint_url == aws_env.endpoint_url
     sqs.create_queue(QueueName="fixture-check")

@@ -26,7 +26,7 @@ def fake_aws_environment(endpoint_url: str, region: str = "eu-west-1") -> dict[s
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's documented fake credentials
+        "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
         # A real ~/.aws or instance profile must never be consulted by a test.
         "AWS_CONFIG_FILE": "/dev/null",
@@ -64,8 +64,9 @@ class MotoServer:
 
     def reset(self) -> None:
         """Clear every emulated resource (moto keeps state across tests otherwise)."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
+        url = f"{self.endpoint_url}/moto-api/reset"
+        request = urllib.request.Request(url, method="POST")  # noqa: S310 - loopback http only
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
             pass
 
     @contextmanager

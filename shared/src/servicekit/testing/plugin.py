@@ -48,3 +48,12 @@ def postgres_db(postgres_cluster: PostgresCluster) -> Iterator[Database]:
     database = postgres_cluster.create_database()
     yield database
     postgres_cluster.drop_database(database)
+
+
+@pytest.fixture
+def migrated_db(postgres_db: Database) -> Database:
+    """``postgres_db`` with the suite's migrations applied."""
+    from servicekit import migrations  # noqa: PLC0415 - needs servicekit's db extra
+
+    migrations.upgrade(postgres_db.conninfo())
+    return postgres_db

@@ -159,7 +159,7 @@ class PostgresCluster:
 
     def execute(self, *statements: str, dbname: str = "postgres") -> None:
         """Run statements as the superuser, each in autocommit (so CREATE DATABASE works)."""
-        import psycopg
+        import psycopg  # noqa: PLC0415 - the plugin loads without servicekit's db extra
 
         admin = self.admin
         with psycopg.connect(admin.conninfo(dbname=dbname), autocommit=True) as conn:
@@ -183,7 +183,7 @@ class PostgresCluster:
         )
 
     def wait_until_accepting(self, timeout: float = 30.0) -> None:
-        import psycopg
+        import psycopg  # noqa: PLC0415 - the plugin loads without servicekit's db extra
 
         deadline = time.monotonic() + timeout
         while True:
