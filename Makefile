@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 export UV_FROZEN := 1
 
-.PHONY: help install test lint fmt typecheck up down bench synth clean
+.PHONY: help install test lint lint-infra fmt typecheck up down bench synth clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -18,13 +18,15 @@ install: .venv/.synced ## create the workspace environment from uv.lock
 test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/run installs them)
 	$(UV) run pytest
 
+MYPY_PATHS := shared/src services/*/src infra/src infra/tests tools/src
+
 lint: .venv/.synced ## ruff (lint and format check) and mypy
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy shared/src services/*/src
+	$(UV) run mypy $(MYPY_PATHS)
 
 typecheck: .venv/.synced
-	$(UV) run mypy shared/src services/*/src
+	$(UV) run mypy $(MYPY_PATHS)
 
 fmt: .venv/.synced ## format and fix what ruff can
 	$(UV) run ruff format .
@@ -32,6 +34,13 @@ fmt: .venv/.synced ## format and fix what ruff can
 
 bench: .venv/.synced ## run the benchmarks (not part of `make test`)
 	$(UV) run python bench/config.py
+
+synth: .venv/.synced ## synthesize the CDK app into infra/cdk.out
+	cd infra && JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(UV) run python app.py
+
+lint-infra: synth ## cfn-lint and checkov over the synthesized templates
+	$(UV) run cfn-lint --config-file infra/.cfnlintrc.yaml -- infra/cdk.out/*.template.json
+	bash infra/scripts/checkov.sh infra/cdk.out
 
 up: ## bring the suite up locally (docker compose)
 	docker compose up --build --detach --wait

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
+
 from servicekit import aws
 from servicekit.flags import FeatureFlags
 from servicekit.testing import MotoServer

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr
+
 from servicekit import aws
 from servicekit.logging import redact
 from servicekit.secrets import SecretCache, SecretUnavailable, default_cache

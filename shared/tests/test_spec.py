@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from servicekit.spec import Exposure, find_repository_root, load_spec, load_specs
+from servicekit.spec import (
+    BlueGreenController,
+    CapacityProvider,
+    DeploymentStrategy,
+    Exposure,
+    ServiceSpec,
+    find_repository_root,
+    load_spec,
+    load_specs,
+)
 
 ROOT = find_repository_root(Path(__file__).parent)
 
@@ -44,3 +53,80 @@ def test_a_bad_spec_names_the_file_and_the_problem(
     with pytest.raises(ValueError, match=message) as raised:
         load_spec(path)
     assert str(path) in str(raised.value)
+
+
+def test_the_infra_sections_of_the_three_services() -> None:
+    specs = load_specs(ROOT)
+    api, worker, scheduler = specs["api"], specs["worker"], specs["scheduler"]
+    assert api.scaling is not None
+    assert (api.scaling.min_count, api.scaling.max_count) == (3, 12)
+    assert api.scaling.requests_per_task is not None
+    assert [(c.provider, c.base) for c in api.capacity] == [
+        (CapacityProvider.FARGATE, 2),
+        (CapacityProvider.FARGATE_SPOT, 0),
+    ]
+    assert api.deployment.strategy is DeploymentStrategy.BLUE_GREEN
+    assert api.deployment.controller is BlueGreenController.CODEDEPLOY
+    assert worker.scaling is not None
+    assert worker.scaling.backlog_per_task == 100
+    assert worker.deployment.strategy is DeploymentStrategy.ROLLING
+    assert scheduler.scaling is None
+    assert all(spec.fargate for spec in specs.values())
+
+
+_API = {
+    "name": "svc",
+    "command": ["svc"],
+    "port": 8000,
+    "health_path": "/health",
+    "exposure": "internal",
+    "task": {"cpu": 256, "memory": 512, "desired_count": 2},
+    "trigger": {"kind": "http"},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"capacity": [{"provider": "FARGATE"}, {"provider": "EC2", "weight": 1}]},
+            "mixes Fargate and EC2",
+        ),
+        (
+            {
+                "capacity": [
+                    {"provider": "FARGATE", "base": 1},
+                    {"provider": "FARGATE_SPOT", "base": 1},
+                ]
+            },
+            "only one provider may have a base",
+        ),
+        ({"capacity": [{"provider": "FARGATE", "weight": 0}]}, "weight above 0"),
+        ({"capacity": [{"provider": "FARGATE"}, {"provider": "FARGATE"}]}, "twice"),
+        ({"scaling": {"min_count": 3, "max_count": 5}}, "outside scaling 3..5"),
+        ({"scaling": {"min_count": 5, "max_count": 3}}, "above max_count"),
+        (
+            {"scaling": {"min_count": 1, "max_count": 3, "backlog_per_task": 10}},
+            "needs an sqs trigger",
+        ),
+        (
+            {"exposure": "none", "deployment": {"strategy": "blue_green"}},
+            "blue_green needs a load balancer",
+        ),
+        ({"deployment": {"codedeploy_config": "Linear"}}, "codedeploy_config"),
+    ],
+)
+def test_infra_sections_refuse_what_ecs_would(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServiceSpec.model_validate(_API | change)
+
+
+def test_a_scheduled_service_has_no_deployment_section() -> None:
+    spec = _API | {
+        "exposure": "none",
+        "trigger": {"kind": "schedule", "registry": "x:registry"},
+        "deployment": {"strategy": "rolling", "min_healthy_percent": 50},
+    }
+    with pytest.raises(ValueError, match="no ECS service"):
+        ServiceSpec.model_validate(spec)
+    assert ServiceSpec.model_validate(spec | {"deployment": {}}).trigger.kind == "schedule"

@@ -17,7 +17,13 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "BlueGreenController",
+    "CapacityProvider",
+    "CapacityProviderItem",
+    "DeploymentSpec",
+    "DeploymentStrategy",
     "Exposure",
+    "ScalingSpec",
     "ServiceSpec",
     "TaskSpec",
     "Trigger",
@@ -54,6 +60,13 @@ class TaskSpec(_Strict):
     stop_timeout: Annotated[
         int, Field(ge=2, le=120, description="ECS stopTimeout, s: SIGTERM to SIGKILL")
     ] = 30
+    user: Annotated[
+        str,
+        Field(
+            pattern=r"^[1-9][0-9]*(?::[0-9]+)?$",
+            description="the image's non-root uid[:gid] (its Dockerfile's useradd --uid)",
+        ),
+    ] = "10001"
 
     @model_validator(mode="after")
     def _fargate_size(self) -> Self:
@@ -82,6 +95,14 @@ class QueueTrigger(_Strict):
 class ScheduleTrigger(_Strict):
     kind: Literal["schedule"]
     registry: Annotated[str, Field(description="module:attribute of the job registry")]
+    run_command: Annotated[
+        list[str],
+        Field(
+            min_length=1,
+            description="what each schedule's task runs: {job} is the job's name, "
+            "<aws.scheduler.scheduled-time> EventBridge Scheduler's fire time",
+        ),
+    ] = ["scheduler", "run", "{job}", "--slot", "<aws.scheduler.scheduled-time>"]
 
 
 Trigger = Annotated[HttpTrigger | QueueTrigger | ScheduleTrigger, Field(discriminator="kind")]
@@ -98,6 +119,88 @@ class ConfigSpec(_Strict):
         list[str], Field(description="Parameter Store prefixes under /{app}/{env}/")
     ] = []
     environment: dict[str, str] = {}
+    queues: Annotated[
+        dict[str, str],
+        Field(description="env var -> queue name the service sends to (its URL is passed)"),
+    ] = {}
+    settings: Annotated[
+        dict[str, str],
+        Field(description="Parameter Store values under /{app}/{env}/{service}/ (key: a path)"),
+    ] = {}
+    flags: Annotated[
+        dict[str, bool],
+        Field(description="feature flags' initial values: /{app}/{env}/{service}/flags/{name}"),
+    ] = {}
+
+
+class ScalingSpec(_Strict):
+    """Service auto scaling: the count stays within min..max, each policy moves it on its own."""
+
+    min_count: Annotated[int, Field(ge=0)]
+    max_count: Annotated[int, Field(ge=1)]
+    cpu_target: Annotated[float | None, Field(gt=0, le=100, description="average CPU, %")] = 60
+    memory_target: Annotated[float | None, Field(gt=0, le=100, description="average memory, %")] = (
+        75
+    )
+    requests_per_task: Annotated[
+        int | None, Field(ge=1, description="load-balancer requests per task per minute")
+    ] = None
+    backlog_per_task: Annotated[
+        int | None, Field(ge=1, description="visible queue messages one task should hold")
+    ] = None
+    scale_in_cooldown: Annotated[int, Field(ge=0, le=3600)] = 300
+    scale_out_cooldown: Annotated[int, Field(ge=0, le=3600)] = 60
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_count > self.max_count:
+            raise ValueError(f"min_count {self.min_count} is above max_count {self.max_count}")
+        return self
+
+
+class CapacityProvider(StrEnum):
+    FARGATE = "FARGATE"
+    FARGATE_SPOT = "FARGATE_SPOT"
+    EC2 = "EC2"  # the cluster's on-demand Auto Scaling group
+    EC2_SPOT = "EC2_SPOT"  # the cluster's Spot Auto Scaling group
+
+    @property
+    def fargate(self) -> bool:
+        return self in (CapacityProvider.FARGATE, CapacityProvider.FARGATE_SPOT)
+
+
+class CapacityProviderItem(_Strict):
+    provider: CapacityProvider
+    base: Annotated[int, Field(ge=0, le=100000, description="tasks placed here first")] = 0
+    weight: Annotated[int, Field(ge=0, le=1000, description="share of the tasks past base")] = 1
+
+
+class DeploymentStrategy(StrEnum):
+    ROLLING = "rolling"
+    BLUE_GREEN = "blue_green"
+
+
+class BlueGreenController(StrEnum):
+    CODEDEPLOY = "codedeploy"  # CodeDeploy task sets; new revisions go through CreateDeployment
+    ECS = "ecs"  # ECS-native blue/green: a CloudFormation update deploys
+
+
+class DeploymentSpec(_Strict):
+    """How a new revision replaces the running one; every strategy rolls back on failure."""
+
+    strategy: DeploymentStrategy = DeploymentStrategy.ROLLING
+    controller: BlueGreenController = BlueGreenController.ECS
+    min_healthy_percent: Annotated[int, Field(ge=0, le=100)] = 100
+    max_percent: Annotated[int, Field(ge=100, le=200)] = 200
+    bake_minutes: Annotated[
+        int, Field(ge=0, le=1440, description="blue/green: old revision kept after the switch")
+    ] = 5
+    codedeploy_config: Annotated[str, Field(pattern=r"^CodeDeployDefault\.ECS[A-Za-z0-9]+$")] = (
+        "CodeDeployDefault.ECSCanary10Percent5Minutes"
+    )
+
+
+_DEFAULT_CAPACITY = (CapacityProviderItem(provider=CapacityProvider.FARGATE),)
 
 
 class ServiceSpec(_Strict):
@@ -110,12 +213,62 @@ class ServiceSpec(_Strict):
     task: TaskSpec
     trigger: Trigger
     config: ConfigSpec = ConfigSpec()
+    scaling: ScalingSpec | None = Field(
+        default=None, description="absent: the service runs task.desired_count tasks"
+    )
+    capacity: Annotated[tuple[CapacityProviderItem, ...], Field(min_length=1)] = _DEFAULT_CAPACITY
+    deployment: DeploymentSpec = DeploymentSpec()
 
     @model_validator(mode="after")
     def _served(self) -> Self:
         if self.exposure is not Exposure.NONE and (self.port is None or self.health_path is None):
             raise ValueError(f"exposure {self.exposure.value!r} needs a port and a health_path")
         return self
+
+    @model_validator(mode="after")
+    def _scaling(self) -> Self:
+        scaling = self.scaling
+        if scaling is None:
+            return self
+        count = self.task.desired_count
+        if not scaling.min_count <= count <= scaling.max_count:
+            raise ValueError(
+                f"task.desired_count {count} is outside scaling {scaling.min_count}.."
+                f"{scaling.max_count}"
+            )
+        if scaling.backlog_per_task is not None and self.trigger.kind != "sqs":
+            raise ValueError("scaling.backlog_per_task needs an sqs trigger")
+        if scaling.requests_per_task is not None and self.exposure is Exposure.NONE:
+            raise ValueError("scaling.requests_per_task needs a load balancer (exposure)")
+        return self
+
+    @model_validator(mode="after")
+    def _capacity(self) -> Self:
+        # ECS refuses these strategies at deploy time; say so at synthesis instead.
+        providers = [item.provider for item in self.capacity]
+        if len(set(providers)) != len(providers):
+            raise ValueError("capacity names a provider twice")
+        if len({provider.fargate for provider in providers}) > 1:
+            raise ValueError("capacity mixes Fargate and EC2 providers (ECS refuses that)")
+        if sum(1 for item in self.capacity if item.base) > 1:
+            raise ValueError("capacity: only one provider may have a base")
+        if not any(item.weight for item in self.capacity):
+            raise ValueError("capacity: at least one provider needs a weight above 0")
+        return self
+
+    @model_validator(mode="after")
+    def _deployment(self) -> Self:
+        blue_green = self.deployment.strategy is DeploymentStrategy.BLUE_GREEN
+        if blue_green and self.exposure is Exposure.NONE:
+            raise ValueError("deployment.strategy blue_green needs a load balancer (exposure)")
+        if self.trigger.kind == "schedule" and self.deployment != DeploymentSpec():
+            raise ValueError("a scheduled service has no ECS service: drop [deployment]")
+        return self
+
+    @property
+    def fargate(self) -> bool:
+        """Whether the tasks run on Fargate (else on the cluster's EC2 capacity)."""
+        return self.capacity[0].provider.fargate
 
     @property
     def package(self) -> str:

@@ -1,0 +1,142 @@
+"""The deployment's environment, read from CDK context (``cdk.json`` or ``-c key=value``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import aws_logs as logs
+from constructs import Node
+
+__all__ = ["EnvConfig"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+}
+
+
+class ContextError(ValueError):
+    """A context value is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """One environment (account, region, names, network cost switch, sizes)."""
+
+    account: str
+    region: str
+    app: str
+    env: str
+    domain: str
+    certificate_arn: str
+    hosted_zone_id: str | None = None
+    max_azs: int = 2
+    nat_gateways: int = 1
+    image_tag: str = "bootstrap"
+    log_retention_days: int = 30
+    db_instance_type: str = "t4g.medium"
+    db_multi_az: bool = True
+    ec2_instance_types: tuple[str, ...] = ("m7i.large", "m6i.large", "m7a.large")
+    ec2_max_instances: int = 4
+    otel_collector_image: str = "aws-observability/aws-otel-collector:v0.45.0"
+    alarm_email: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        """``{app}-{env}``: stack names and resource name prefixes."""
+        return f"{self.app}-{self.env}"
+
+    @property
+    def endpoints_only(self) -> bool:
+        """No NAT gateway: tasks reach AWS through VPC endpoints only (the cost switch)."""
+        return self.nat_gateways == 0
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        return _RETENTION[self.log_retention_days]
+
+    def parameter_path(self, scope: str) -> str:
+        """``/{app}/{env}/{scope}``: where servicekit reads settings and flags."""
+        return f"/{self.app}/{self.env}/{scope}"
+
+    def repository_name(self, service: str) -> str:
+        """``{app}/{env}/{service}``: the service's ECR repository."""
+        return f"{self.app}/{self.env}/{service}"
+
+    def secret_name(self, name: str) -> str:
+        """``{app}/{env}/{name}``: the Secrets Manager naming of ARCHITECTURE.md."""
+        return f"{self.app}/{self.env}/{name}"
+
+    @classmethod
+    def from_context(cls, node: Node) -> EnvConfig:
+        """Read every key; a missing required key or a bad value names the key."""
+
+        def get(key: str, default: Any = None, *, required: bool = False) -> Any:
+            value = node.try_get_context(key)
+            if value is None:
+                if required:
+                    raise ContextError(f"context {key!r} is required (cdk.json or -c {key}=...)")
+                return default
+            return value
+
+        config = cls(
+            account=str(get("account", required=True)),
+            region=str(get("region", required=True)),
+            app=str(get("appName", required=True)),
+            env=str(get("envName", required=True)),
+            domain=str(get("domain", required=True)),
+            certificate_arn=str(get("certificateArn", required=True)),
+            hosted_zone_id=get("hostedZoneId"),
+            max_azs=int(get("maxAzs", 2)),
+            nat_gateways=int(get("natGateways", 1)),
+            image_tag=str(get("imageTag", "bootstrap")),
+            log_retention_days=int(get("logRetentionDays", 30)),
+            db_instance_type=str(get("dbInstanceType", "t4g.medium")),
+            db_multi_az=_boolean(get("dbMultiAz", True)),
+            ec2_instance_types=tuple(get("ec2InstanceTypes", cls.ec2_instance_types)),
+            ec2_max_instances=int(get("ec2MaxInstances", 4)),
+            otel_collector_image=str(get("otelCollectorImage", cls.otel_collector_image)),
+            alarm_email=get("alarmEmail"),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        problems = []
+        if not re.fullmatch(r"[0-9]{12}", self.account):
+            problems.append(f"account {self.account!r} is not a 12-digit account id")
+        for key, value in (("appName", self.app), ("envName", self.env)):
+            if not _NAME.fullmatch(value):
+                problems.append(f"{key} {value!r}: lower-case letters, digits, '-', 1-16 chars")
+        if self.max_azs < 2:
+            problems.append(f"maxAzs {self.max_azs}: tasks need at least two AZs")
+        if not 0 <= self.nat_gateways <= self.max_azs:
+            problems.append(f"natGateways {self.nat_gateways}: 0 (VPC endpoints) to maxAzs")
+        if self.log_retention_days not in _RETENTION:
+            problems.append(
+                f"logRetentionDays {self.log_retention_days}: one of {sorted(_RETENTION)}"
+            )
+        if not self.certificate_arn.startswith("arn:"):
+            problems.append(f"certificateArn {self.certificate_arn!r} is not an ARN")
+        if problems:
+            raise ContextError("; ".join(problems))
+
+
+def _boolean(value: object) -> bool:
+    # `-c dbMultiAz=false` arrives as the string "false".
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes"}
+    return bool(value)

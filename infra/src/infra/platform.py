@@ -1,0 +1,731 @@
+"""The platform stack: what the services share and what outlives any one of them.
+
+The cluster and its capacity providers, the Cloud Map namespace, one ECR repository and one
+load balancer per service (so a service's address and images survive redeploying or replacing
+its stack), the queues (they hold work in flight), the database with its rotating secrets, the
+WAF web ACL, the access-log bucket, the alarm topic and the shared parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from infra.checks import SSE_SQS, acknowledge_nag, skip_checkov
+from infra.config import EnvConfig
+from infra.network import NetworkStack
+from servicekit.spec import CapacityProvider, Exposure, QueueTrigger, ServiceSpec
+
+__all__ = ["LoadBalancer", "PlatformStack"]
+
+POSTGRES_PORT = 5432
+HTTPS_PORT = 443
+# The pull-through cache prefix for ECR Public: sidecar images come through the account's own
+# registry, so they pull over the ECR endpoints even when there is no NAT gateway.
+ECR_PUBLIC_PREFIX = "ecr-public"
+DB_APP_USER = "app"
+DB_MASTER_USER = "postgres_admin"
+ROTATION_DAYS = 30
+_EC2_SUFFIX = {CapacityProvider.EC2: "ec2", CapacityProvider.EC2_SPOT: "ec2-spot"}
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    """A service's load balancer; its stack adds the listener (blue/green swaps its target)."""
+
+    alb: elbv2.ApplicationLoadBalancer
+    security_group: ec2.SecurityGroup
+    external: bool
+
+
+class PlatformStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: EnvConfig,
+        network: NetworkStack,
+        specs: Mapping[str, ServiceSpec],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.config = config
+        self.vpc = network.vpc
+        self.private_subnets = network.private_subnets
+        self.key = network.key
+
+        self.alarm_topic = sns.Topic(
+            self,
+            "Alarms",
+            topic_name=f"{config.prefix}-alarms",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        if config.alarm_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+
+        # Every task carries this group besides its own: the database and the internal load
+        # balancers admit it, so "a service of this environment" is one rule, not one per service.
+        self.services_sg = ec2.SecurityGroup(
+            self,
+            "ServicesSg",
+            vpc=self.vpc,
+            description=f"{config.prefix}: member of the services (admitted by db, internal ALBs)",
+            allow_all_outbound=False,
+        )
+
+        self.namespace = servicediscovery.PrivateDnsNamespace(
+            self,
+            "Namespace",
+            name=f"{config.env}.{config.app}.internal",
+            vpc=self.vpc,
+            description=f"{config.prefix} service discovery",
+        )
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            cluster_name=config.prefix,
+            vpc=self.vpc,
+            container_insights_v2=ecs.ContainerInsights.ENHANCED,
+            enable_fargate_capacity_providers=True,
+        )
+        self.capacity_providers = self._ec2_capacity()
+
+        self.repositories = {name: self._repository(spec) for name, spec in specs.items()}
+        ecr.CfnPullThroughCacheRule(
+            self,
+            "EcrPublicCache",
+            ecr_repository_prefix=ECR_PUBLIC_PREFIX,
+            upstream_registry_url="public.ecr.aws",
+        )
+
+        self.queues, self.dead_letter_queues = self._queues(specs)
+        self._database()
+
+        ssm.StringParameter(
+            self,
+            "SharedLogLevel",
+            parameter_name=f"{config.parameter_path('shared')}/log_level",
+            string_value="INFO",
+            description="log level of every service unless its own prefix sets one",
+        )
+
+        exposed = {name: spec for name, spec in specs.items() if spec.exposure is not Exposure.NONE}
+        self.access_logs = self._access_log_bucket() if exposed else None
+        self.web_acl = (
+            self._web_acl()
+            if any(spec.exposure is Exposure.EXTERNAL for spec in exposed.values())
+            else None
+        )
+        self.load_balancers = {name: self._load_balancer(spec) for name, spec in exposed.items()}
+
+    # -- capacity ---------------------------------------------------------------------------
+
+    def capacity_provider_name(self, provider: CapacityProvider) -> str:
+        """The name a capacity provider strategy uses for ``provider`` (a literal, not a ref)."""
+        return (
+            provider.value if provider.fargate else f"{self.config.prefix}-{_EC2_SUFFIX[provider]}"
+        )
+
+    def _ec2_capacity(self) -> dict[CapacityProvider, ecs.AsgCapacityProvider]:
+        """On-demand and Spot Auto Scaling groups, scaled and drained by ECS (from zero)."""
+        config = self.config
+        instance_sg = ec2.SecurityGroup(
+            self,
+            "InstanceSg",
+            vpc=self.vpc,
+            description=f"{config.prefix}: EC2 container instances (tasks have their own ENIs)",
+            allow_all_outbound=False,
+        )
+        instance_sg.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "ECS agent, ECR, CloudWatch over HTTPS"
+        )
+        role = iam.Role(
+            self,
+            "InstanceRole",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description="ECS container instances: the agent registers them with the cluster",
+        )
+        user_data = ec2.UserData.for_linux()
+        # awsvpc tasks must not borrow the instance's role through the metadata service.
+        user_data.add_commands("echo ECS_AWSVPC_BLOCK_IMDS=true >> /etc/ecs/ecs.config")
+        template = ec2.LaunchTemplate(
+            self,
+            "InstanceTemplate",
+            instance_type=ec2.InstanceType(config.ec2_instance_types[0]),
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(),
+            user_data=user_data,
+            role=role,
+            security_group=instance_sg,
+            require_imdsv2=True,
+            detailed_monitoring=True,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        30, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3
+                    ),
+                )
+            ],
+        )
+        notifications = [autoscaling.NotificationConfiguration(topic=self.alarm_topic)]
+        on_demand = autoscaling.AutoScalingGroup(
+            self,
+            "OnDemandAsg",
+            vpc=self.vpc,
+            vpc_subnets=self.private_subnets,
+            launch_template=template,
+            min_capacity=0,
+            max_capacity=config.ec2_max_instances,
+            notifications=notifications,
+        )
+        spot = autoscaling.AutoScalingGroup(
+            self,
+            "SpotAsg",
+            vpc=self.vpc,
+            vpc_subnets=self.private_subnets,
+            mixed_instances_policy=autoscaling.MixedInstancesPolicy(
+                launch_template=template,
+                instances_distribution=autoscaling.InstancesDistribution(
+                    on_demand_base_capacity=0,
+                    on_demand_percentage_above_base_capacity=0,
+                    spot_allocation_strategy=autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED,
+                ),
+                # Several types: Spot capacity is found in more pools.
+                launch_template_overrides=[
+                    autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(name))
+                    for name in config.ec2_instance_types
+                ],
+            ),
+            capacity_rebalance=True,
+            min_capacity=0,
+            max_capacity=config.ec2_max_instances,
+            notifications=notifications,
+        )
+        providers = {}
+        for provider, group in (
+            (CapacityProvider.EC2, on_demand),
+            (CapacityProvider.EC2_SPOT, spot),
+        ):
+            capacity = ecs.AsgCapacityProvider(
+                self,
+                f"{provider.value.title().replace('_', '')}Capacity",
+                capacity_provider_name=self.capacity_provider_name(provider),
+                auto_scaling_group=group,
+                enable_managed_scaling=True,
+                enable_managed_termination_protection=True,
+                enable_managed_draining=True,
+                target_capacity_percent=100,
+            )
+            self.cluster.add_asg_capacity_provider(
+                capacity, spot_instance_draining=provider is CapacityProvider.EC2_SPOT
+            )
+            providers[provider] = capacity
+        skip_checkov(
+            role.node.find_child("DefaultPolicy"),
+            "CKV_AWS_111",
+            "the ECS agent's registration actions, as CDK grants them, take no resource ARN",
+        )
+        acknowledge_nag(
+            role,
+            "AwsSolutions-IAM5[Action::ecs:Submit*]",
+            "CDK's ECS agent policy: the Submit* state-change actions the agent reports with",
+        )
+        acknowledge_nag(
+            spot,
+            "AwsSolutions-EC26",
+            "the check cannot read a mixed-instances launch template; it is the on-demand "
+            "group's template, whose volumes are encrypted (and pass this check there)",
+        )
+        acknowledge_nag(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "the ECS agent's registration actions (ecs:RegisterContainerInstance, "
+            "ecs:DiscoverPollEndpoint, ecs:Submit*) take no resource ARN",
+        )
+        return providers
+
+    # -- images -----------------------------------------------------------------------------
+
+    def _repository(self, spec: ServiceSpec) -> ecr.Repository:
+        return ecr.Repository(
+            self,
+            f"Repo{_pascal(spec.name)}",
+            repository_name=self.config.repository_name(spec.name),
+            image_scan_on_push=True,
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+            encryption=ecr.RepositoryEncryption.KMS,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                ecr.LifecycleRule(
+                    description="untagged layers of failed or superseded pushes",
+                    tag_status=ecr.TagStatus.UNTAGGED,
+                    max_image_age=Duration.days(7),
+                    rule_priority=1,
+                ),
+                ecr.LifecycleRule(
+                    description="keep the last 50 images: rollbacks reach far enough back",
+                    tag_status=ecr.TagStatus.ANY,
+                    max_image_count=50,
+                    rule_priority=2,
+                ),
+            ],
+        )
+
+    # -- queues -----------------------------------------------------------------------------
+
+    def _queues(
+        self, specs: Mapping[str, ServiceSpec]
+    ) -> tuple[dict[str, sqs.Queue], dict[str, sqs.Queue]]:
+        triggers: dict[str, QueueTrigger] = {}
+        for spec in specs.values():
+            trigger = spec.trigger
+            if isinstance(trigger, QueueTrigger):
+                known = triggers.setdefault(trigger.queue, trigger)
+                if known != trigger:
+                    raise ValueError(
+                        f"{spec.name}: queue {trigger.queue!r} is declared differently by two "
+                        "services"
+                    )
+        for spec in specs.values():
+            for queue in spec.config.queues.values():
+                if queue not in triggers:
+                    raise ValueError(
+                        f"{spec.name}: sends to queue {queue!r} that no service consumes "
+                        f"(consumed: {sorted(triggers) or 'none'})"
+                    )
+        queues: dict[str, sqs.Queue] = {}
+        dead: dict[str, sqs.Queue] = {}
+        for name, trigger in triggers.items():
+            dlq = sqs.Queue(
+                self,
+                f"Queue{_pascal(name)}Dlq",
+                queue_name=f"{self.config.prefix}-{name}-dlq",
+                retention_period=Duration.days(14),
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+            )
+            acknowledge_nag(dlq, "AwsSolutions-SQS3", "this queue is the dead-letter queue")
+            queues[name] = sqs.Queue(
+                self,
+                f"Queue{_pascal(name)}",
+                queue_name=f"{self.config.prefix}-{name}",
+                visibility_timeout=Duration.seconds(trigger.visibility_timeout),
+                retention_period=Duration.days(4),
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                dead_letter_queue=sqs.DeadLetterQueue(
+                    queue=dlq, max_receive_count=trigger.max_receive_count
+                ),
+            )
+            dead[name] = dlq
+            for encrypted in (queues[name], dlq):
+                skip_checkov(encrypted, "CKV_AWS_27", SSE_SQS)
+            self._queue_alarms(name, queues[name], dlq, trigger)
+        return queues, dead
+
+    def _queue_alarms(
+        self, name: str, queue: sqs.Queue, dlq: sqs.Queue, trigger: QueueTrigger
+    ) -> None:
+        five_minutes = Duration.minutes(5)
+        # A message older than ten visibility timeouts has been retried or ignored for long.
+        oldest = max(600, 10 * trigger.visibility_timeout)
+        for id, metric, threshold, what in (
+            (
+                "dlq-not-empty",
+                dlq.metric_approximate_number_of_messages_visible(
+                    period=five_minutes, statistic="Maximum"
+                ),
+                1,
+                f"messages of {name} exhausted their retries (the jobs are dead)",
+            ),
+            (
+                "oldest-message",
+                queue.metric_approximate_age_of_oldest_message(
+                    period=five_minutes, statistic="Maximum"
+                ),
+                oldest,
+                f"{name}'s oldest message waits longer than {oldest} s: consumers are behind",
+            ),
+        ):
+            alarm = cloudwatch.Alarm(
+                self,
+                f"Queue{_pascal(name)}{_pascal(id)}",
+                alarm_name=f"{self.config.prefix}-{name}-{id}",
+                alarm_description=what,
+                metric=metric,
+                threshold=threshold,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            alarm.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
+
+    # -- database ---------------------------------------------------------------------------
+
+    def _database(self) -> None:
+        """PostgreSQL with two rotating secrets: the master, and the app's (alternating users).
+
+        The services read ``{app}/{env}/db`` (the app user) by id and fetch it at runtime, so a
+        rotation reaches them through servicekit's cache without a redeploy. Multi-user rotation
+        alternates ``app`` and ``app_clone``: the previous password stays valid until the next
+        rotation, so no connection opened just before a rotation fails.
+        """
+        config = self.config
+        self.db_sg = ec2.SecurityGroup(
+            self,
+            "DbSg",
+            vpc=self.vpc,
+            description=f"{config.prefix}: PostgreSQL, from the services and the rotation",
+            allow_all_outbound=False,
+        )
+        rotation_sg = ec2.SecurityGroup(
+            self,
+            "RotationSg",
+            vpc=self.vpc,
+            description=f"{config.prefix}: the secret rotation functions",
+            allow_all_outbound=False,
+        )
+        rotation_sg.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "Secrets Manager API"
+        )
+        for client, what in ((self.services_sg, "services"), (rotation_sg, "rotation")):
+            self.db_sg.add_ingress_rule(client, ec2.Port.tcp(POSTGRES_PORT), f"from the {what}")
+            client.add_egress_rule(self.db_sg, ec2.Port.tcp(POSTGRES_PORT), "to PostgreSQL")
+
+        engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17_6)
+        parameters = rds.ParameterGroup(
+            self,
+            "DbParameters",
+            engine=engine,
+            description=f"{config.prefix}: TLS only, slow statements logged",
+            parameters={
+                "rds.force_ssl": "1",
+                "log_min_duration_statement": "1000",
+                "log_connections": "1",
+                "log_disconnections": "1",
+            },
+        )
+        identifier = f"{config.prefix}-db"
+        # Created here, before the instance, so the exported logs get a retention and the key.
+        log_groups = [
+            logs.LogGroup(
+                self,
+                f"DbLogs{_pascal(kind)}",
+                log_group_name=f"/aws/rds/instance/{identifier}/{kind}",
+                retention=config.log_retention,
+                encryption_key=self.key,
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+            for kind in ("postgresql", "upgrade")
+        ]
+        master = rds.DatabaseSecret(
+            self,
+            "DbMasterSecret",
+            username=DB_MASTER_USER,
+            secret_name=config.secret_name("db-master"),
+            encryption_key=self.key,
+        )
+        self.database = rds.DatabaseInstance(
+            self,
+            "Db",
+            instance_identifier=identifier,
+            engine=engine,
+            instance_type=ec2.InstanceType(config.db_instance_type),
+            vpc=self.vpc,
+            vpc_subnets=self.private_subnets,
+            security_groups=[self.db_sg],
+            credentials=rds.Credentials.from_secret(master),
+            database_name=config.app.replace("-", "_"),
+            parameter_group=parameters,
+            multi_az=config.db_multi_az,
+            storage_type=rds.StorageType.GP3,
+            allocated_storage=20,
+            max_allocated_storage=200,
+            storage_encrypted=True,
+            storage_encryption_key=self.key,
+            backup_retention=Duration.days(7),
+            copy_tags_to_snapshot=True,
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.SNAPSHOT,
+            iam_authentication=True,
+            auto_minor_version_upgrade=True,
+            cloudwatch_logs_exports=["postgresql", "upgrade"],
+            monitoring_interval=Duration.seconds(60),
+            enable_performance_insights=True,
+            performance_insight_encryption_key=self.key,
+            ca_certificate=rds.CaCertificate.RDS_CA_RSA2048_G1,
+            publicly_accessible=False,
+        )
+        for group in log_groups:
+            self.database.node.add_dependency(group)
+        master_secret = self.database.secret
+        assert master_secret is not None  # from_secret credentials always attach one
+        app_secret = rds.DatabaseSecret(
+            self,
+            "DbAppSecret",
+            username=DB_APP_USER,
+            dbname=config.app.replace("-", "_"),
+            secret_name=config.secret_name("db"),
+            master_secret=master_secret,
+            encryption_key=self.key,
+        )
+        self.db_secret = app_secret.attach(self.database)
+        rotation_options: dict[str, Any] = {
+            "vpc": self.vpc,
+            "vpc_subnets": self.private_subnets,
+            "security_groups": [rotation_sg],
+        }
+        for secret, hosted, name in (
+            (
+                master_secret,
+                secretsmanager.HostedRotation.postgre_sql_single_user(
+                    function_name=f"{config.prefix}-db-master-rotation", **rotation_options
+                ),
+                "MasterRotation",
+            ),
+            (
+                self.db_secret,
+                secretsmanager.HostedRotation.postgre_sql_multi_user(
+                    master_secret=master_secret,
+                    function_name=f"{config.prefix}-db-app-rotation",
+                    **rotation_options,
+                ),
+                "AppRotation",
+            ),
+        ):
+            schedule = secretsmanager.RotationSchedule(
+                self,
+                name,
+                secret=secret,
+                hosted_rotation=hosted,
+                automatically_after=Duration.days(ROTATION_DAYS),
+            )
+            # The hosted function decrypts the secret with the environment's key.
+            resource = schedule.node.default_child
+            assert isinstance(resource, secretsmanager.CfnRotationSchedule)
+            resource.add_property_override("HostedRotationLambda.KmsKeyArn", self.key.key_arn)
+
+        monitoring_role = self.database.node.find_child("MonitoringRole")
+        acknowledge_nag(
+            monitoring_role,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonRDSEnhancedMonitoringRole]",
+            "AWS's policy for RDS enhanced monitoring, the one its documentation prescribes",
+        )
+        acknowledge_nag(
+            self.database,
+            "AwsSolutions-RDS11",
+            "the default port: the security group, not the port number, keeps clients out",
+        )
+        if not config.db_multi_az:
+            acknowledge_nag(
+                self.database,
+                "AwsSolutions-RDS3",
+                "dbMultiAz=false was chosen for this environment (cost); production keeps it",
+            )
+            skip_checkov(self.database, "CKV_AWS_157", "dbMultiAz=false chosen for this env")
+
+    # -- edge -------------------------------------------------------------------------------
+
+    def _access_log_bucket(self) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=Duration.days(90),
+                    noncurrent_version_expiration=Duration.days(30),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ],
+        )
+        acknowledge_nag(
+            bucket,
+            "AwsSolutions-S1",
+            "this bucket holds the access logs; logging its own access would loop",
+        )
+        for check, reason in (
+            ("CKV_AWS_18", "this bucket holds the access logs; logging its own access would loop"),
+            ("CKV_AWS_145", "ALB access logs can only be written to SSE-S3 buckets, not SSE-KMS"),
+            ("CKV_AWS_144", "access logs are not replicated to another region: kept 90 days here"),
+            ("CKV2_AWS_62", "nothing reacts to new log objects; they are read on demand"),
+        ):
+            skip_checkov(bucket, check, reason)
+        return bucket
+
+    def _web_acl(self) -> wafv2.CfnWebACL:
+        """AWS managed rule groups plus a per-IP rate limit, logged to CloudWatch Logs."""
+        managed = (
+            "AWSManagedRulesCommonRuleSet",
+            "AWSManagedRulesKnownBadInputsRuleSet",
+            "AWSManagedRulesAmazonIpReputationList",
+            "AWSManagedRulesSQLiRuleSet",
+        )
+        rules = [
+            wafv2.CfnWebACL.RuleProperty(
+                name=name,
+                priority=priority,
+                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                        vendor_name="AWS", name=name
+                    )
+                ),
+                visibility_config=_visibility(name),
+            )
+            for priority, name in enumerate(managed)
+        ]
+        rules.append(
+            wafv2.CfnWebACL.RuleProperty(
+                name="RatePerIp",
+                priority=len(managed),
+                action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                        limit=2000, aggregate_key_type="IP"
+                    )
+                ),
+                visibility_config=_visibility("RatePerIp"),
+            )
+        )
+        acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            name=f"{self.config.prefix}-web",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            rules=rules,
+            visibility_config=_visibility(f"{self.config.prefix}-web"),
+        )
+        waf_logs = logs.LogGroup(
+            self,
+            "WafLogs",
+            # WAF delivers only to log groups named aws-waf-logs-*.
+            log_group_name=f"aws-waf-logs-{self.config.prefix}",
+            retention=self.config.log_retention,
+            encryption_key=self.key,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        wafv2.CfnLoggingConfiguration(
+            self,
+            "WebAclLogging",
+            resource_arn=acl.attr_arn,
+            log_destination_configs=[
+                Stack.of(self).format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name=waf_logs.log_group_name,
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+        )
+        return acl
+
+    def _load_balancer(self, spec: ServiceSpec) -> LoadBalancer:
+        external = spec.exposure is Exposure.EXTERNAL
+        name = _pascal(spec.name)
+        security_group = ec2.SecurityGroup(
+            self,
+            f"Alb{name}Sg",
+            vpc=self.vpc,
+            description=f"{self.config.prefix}: {spec.exposure.value} ALB of {spec.name}",
+            allow_all_outbound=False,
+        )
+        if external:
+            for port in (HTTPS_PORT, 80):
+                security_group.add_ingress_rule(
+                    ec2.Peer.any_ipv4(), ec2.Port.tcp(port), "the internet (80 redirects)"
+                )
+            skip_checkov(
+                security_group, "CKV_AWS_260", "port 80 answers only with a redirect to HTTPS"
+            )
+            acknowledge_nag(
+                security_group,
+                "AwsSolutions-EC23",
+                "an internet-facing ALB: 443 open to all by design, 80 only redirects; WAF filters",
+            )
+        else:
+            assert spec.port is not None  # the spec requires a port when exposed
+            security_group.add_ingress_rule(
+                self.services_sg, ec2.Port.tcp(spec.port), "the services of this environment"
+            )
+            self.services_sg.add_egress_rule(
+                security_group, ec2.Port.tcp(spec.port), f"{spec.name}'s internal ALB"
+            )
+        alb = elbv2.ApplicationLoadBalancer(
+            self,
+            f"Alb{name}",
+            load_balancer_name=f"{self.config.prefix}-{spec.name}"[:32],
+            vpc=self.vpc,
+            internet_facing=external,
+            vpc_subnets=(
+                ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
+                if external
+                else self.private_subnets
+            ),
+            security_group=security_group,
+            drop_invalid_header_fields=True,
+            deletion_protection=True,
+            desync_mitigation_mode=elbv2.DesyncMitigationMode.DEFENSIVE,
+            idle_timeout=Duration.seconds(60),
+        )
+        assert self.access_logs is not None
+        alb.log_access_logs(self.access_logs, prefix=spec.name)
+        if external:
+            alb.add_redirect(source_port=80, target_port=HTTPS_PORT)
+            assert self.web_acl is not None
+            wafv2.CfnWebACLAssociation(
+                self,
+                f"Alb{name}Waf",
+                resource_arn=alb.load_balancer_arn,
+                web_acl_arn=self.web_acl.attr_arn,
+            )
+        else:
+            skip_checkov(
+                alb,
+                "CKV2_AWS_28",
+                "internal ALB: reachable only from the services' security group; WAF guards "
+                "the internet-facing one",
+            )
+        return LoadBalancer(alb=alb, security_group=security_group, external=external)
+
+
+def _visibility(metric: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+    return wafv2.CfnWebACL.VisibilityConfigProperty(
+        cloud_watch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+    )
+
+
+def _pascal(name: str) -> str:
+    """``my-service`` -> ``MyService``: construct ids."""
+    return "".join(part.title() for part in name.replace("_", "-").split("-"))

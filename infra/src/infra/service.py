@@ -1,0 +1,976 @@
+"""One stack per service, built from its ``service.toml``: task definition, role, logs, the ECS
+service (or the schedules), its listener and target groups, scaling, deployment and alarms.
+
+Why a stack per service rather than one services stack: a deploy, a failed update's rollback or
+a deletion touches one service only, each service's template stays far from CloudFormation's
+limits as services are added, and adding a folder under ``services/`` adds a stack without
+changing the others. What they share lives in the platform stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aws_cdk import Annotations, Duration, RemovalPolicy, Size, Stack, TimeZone
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_route53_targets as route53_targets
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from infra.checks import SSE_SQS, acknowledge_nag, acknowledge_wildcard, skip_checkov
+from infra.config import EnvConfig
+from infra.platform import ECR_PUBLIC_PREFIX, HTTPS_PORT, LoadBalancer, PlatformStack, _pascal
+from infra.schedules import load_schedules, run_command
+from servicekit.spec import (
+    BlueGreenController,
+    DeploymentStrategy,
+    QueueTrigger,
+    ScalingSpec,
+    ScheduleTrigger,
+    ServiceSpec,
+)
+
+__all__ = ["APP_CONTAINER", "OTLP_ENDPOINT", "ServiceStack"]
+
+APP_CONTAINER = "app"
+COLLECTOR_CONTAINER = "otel-collector"
+OTLP_HTTP_PORT = 4318
+OTLP_ENDPOINT = f"http://127.0.0.1:{OTLP_HTTP_PORT}"
+# Traces only, to X-Ray: the services' metrics are EMF lines in their logs, not OTLP. The
+# receiver listens on the task's loopback (awsvpc: the containers share it).
+COLLECTOR_CONFIG = f"""
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:13133
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{OTLP_HTTP_PORT}
+processors:
+  batch/traces:
+    timeout: 1s
+    send_batch_size: 50
+exporters:
+  awsxray:
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch/traces]
+      exporters: [awsxray]
+"""
+# Fail the api's 5xx alarm above this share of requests over five minutes.
+FIVE_XX_PERCENT = 5
+# Per running task; with none running, the whole count (so a service at zero scales out).
+REQUESTS_PER_TASK = "IF(FILL(tasks, 0) > 0, requests / FILL(tasks, 0), requests)"
+BACKLOG_PER_TASK = "IF(FILL(tasks, 0) > 0, FILL(visible, 0) / FILL(tasks, 0), FILL(visible, 0))"
+SCHEDULE_RETRIES = 3
+SCHEDULE_MAX_EVENT_AGE = Duration.minutes(15)
+
+
+class ServiceStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: EnvConfig,
+        platform: PlatformStack,
+        spec: ServiceSpec,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.config = config
+        self.platform = platform
+        self.spec = spec
+        self.alarms: list[cloudwatch.Alarm] = []
+        # By name, not by reference: the ARNs this stack writes (task protection, the
+        # scheduler's grants) stay literal, and the platform's outputs stay few.
+        self.cluster = ecs.Cluster.from_cluster_attributes(
+            self, "Cluster", cluster_name=config.prefix, vpc=platform.vpc
+        )
+        self.add_stack_dependency(platform)
+
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"/{config.app}/{config.env}/{spec.name}",
+            retention=config.log_retention,
+            encryption_key=platform.key,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "Sg",
+            vpc=platform.vpc,
+            description=f"{config.prefix}: tasks of {spec.name}",
+            allow_all_outbound=False,
+        )
+        # AWS APIs (through the NAT gateway or the VPC endpoints); PostgreSQL and the internal
+        # load balancers are allowed through the shared services group.
+        self.security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "AWS APIs over HTTPS"
+        )
+        self.task_role = self._task_role()
+        self.task_definition = self._task_definition()
+        self._parameters()
+
+        trigger = spec.trigger
+        if isinstance(trigger, ScheduleTrigger):
+            self._schedules(trigger)
+        else:
+            self.service = self._service()
+            if spec.scaling is not None:
+                self._scaling(spec.scaling)
+
+    # -- identity and configuration ---------------------------------------------------------
+
+    def _task_role(self) -> iam.Role:
+        """Least privilege: its own parameters, its secrets, its queues, traces."""
+        config, spec, platform = self.config, self.spec, self.platform
+        role = self._role("TaskRole", "ecs-tasks", f"what {spec.name}'s code may call")
+        paths = [config.parameter_path(prefix) for prefix in spec.config.parameters]
+        if paths:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="OwnParameters",
+                    actions=["ssm:GetParametersByPath", "ssm:GetParameter", "ssm:GetParameters"],
+                    resources=[
+                        arn
+                        for path in paths
+                        for arn in (
+                            self.format_arn(
+                                service="ssm", resource="parameter", resource_name=path[1:]
+                            ),
+                            self.format_arn(
+                                service="ssm", resource="parameter", resource_name=f"{path[1:]}/*"
+                            ),
+                        )
+                    ],
+                )
+            )
+        secrets = [self._secret(name).secret_arn for name in spec.config.secrets.values()]
+        if secrets:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="OwnSecrets",
+                    actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                    resources=secrets,
+                )
+            )
+        if paths or secrets:
+            # SecureString parameters and the secrets are encrypted with the environment key.
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="DecryptThroughSsmAndSecrets",
+                    actions=["kms:Decrypt"],
+                    resources=[platform.key.key_arn],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": [
+                                f"secretsmanager.{config.region}.amazonaws.com",
+                                f"ssm.{config.region}.amazonaws.com",
+                            ]
+                        }
+                    },
+                )
+            )
+        for queue in spec.config.queues.values():
+            platform.queues[queue].grant_send_messages(role)
+        if isinstance(spec.trigger, QueueTrigger):
+            platform.queues[spec.trigger.queue].grant_consume_messages(role)
+            # The consumer protects a busy task from scale-in through the ECS agent.
+            tasks_arn = self.format_arn(
+                service="ecs", resource="task", resource_name=f"{config.prefix}/*"
+            )
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="OwnTaskProtection",
+                    actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                    resources=[tasks_arn],
+                )
+            )
+            acknowledge_wildcard(
+                role,
+                tasks_arn,
+                "task ids are not known before the tasks start; limited to this cluster",
+            )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="Traces",
+                actions=[
+                    "xray:PutTraceSegments",
+                    "xray:PutTelemetryRecords",
+                    "xray:GetSamplingRules",
+                    "xray:GetSamplingTargets",
+                    "xray:GetSamplingStatisticSummaries",
+                ],
+                resources=["*"],
+            )
+        )
+        acknowledge_nag(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray's trace and sampling actions support no resource-level permissions",
+        )
+        for path in paths:
+            acknowledge_wildcard(
+                role,
+                self.format_arn(service="ssm", resource="parameter", resource_name=f"{path[1:]}/*"),
+                "the service's own Parameter Store prefix: settings and flags under it",
+            )
+        return role
+
+    def _role(self, id: str, service: str, purpose: str) -> iam.Role:
+        """A role ``service`` assumes on behalf of this account only (no confused deputy)."""
+        return iam.Role(
+            self,
+            id,
+            assumed_by=iam.ServicePrincipal(
+                f"{service}.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": self.config.account}},
+            ),
+            description=f"{self.config.prefix}: {purpose}",
+        )
+
+    def _secret(self, name: str) -> secretsmanager.ISecret:
+        secrets = {"db": self.platform.db_secret}
+        try:
+            return secrets[name]
+        except KeyError:
+            raise ValueError(
+                f"{self.spec.name}: secret {name!r} is not one the platform provides "
+                f"({sorted(secrets)})"
+            ) from None
+
+    def _environment(self) -> dict[str, str]:
+        config, spec, platform = self.config, self.spec, self.platform
+        environment = {
+            "APP_NAME": config.app,
+            "APP_ENV": config.env,
+            "SERVICE_NAME": spec.name,
+            "AWS_REGION": config.region,
+            "TRACING_ENABLED": "true",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": OTLP_ENDPOINT,
+            "OTEL_SERVICE_NAME": spec.name,
+        }
+        # Secrets by id, never by value: the services fetch them through servicekit's cache,
+        # which is how a rotation reaches running tasks without a redeploy.
+        environment |= {
+            variable: self._secret(name).secret_arn
+            for variable, name in spec.config.secrets.items()
+        }
+        environment |= {
+            variable: platform.queues[queue].queue_url
+            for variable, queue in spec.config.queues.items()
+        }
+        if isinstance(spec.trigger, QueueTrigger):
+            environment.setdefault("QUEUE_URL", platform.queues[spec.trigger.queue].queue_url)
+        return environment | spec.config.environment
+
+    def _parameters(self) -> None:
+        """The service's settings and flags' initial values, under its own prefix."""
+        path = self.config.parameter_path(self.spec.name)
+        values = dict(self.spec.config.settings)
+        values |= {
+            f"flags/{flag}": "true" if value else "false"
+            for flag, value in self.spec.config.flags.items()
+        }
+        for key, value in sorted(values.items()):
+            ssm.StringParameter(
+                self,
+                f"Param{_pascal(key.replace('/', '-'))}",
+                parameter_name=f"{path}/{key}",
+                string_value=value,
+                description=f"{self.spec.name}: {key} (a deploy resets a hand-made change)",
+            )
+
+    # -- task definition --------------------------------------------------------------------
+
+    def _task_definition(self) -> ecs.TaskDefinition:
+        config, spec = self.config, self.spec
+        execution_role = self._role(
+            "ExecutionRole", "ecs-tasks", f"pulls {spec.name}'s images, writes its logs"
+        )
+        task_definition = ecs.TaskDefinition(
+            self,
+            "TaskDefinition",
+            family=f"{config.prefix}-{spec.name}",
+            compatibility=(
+                ecs.Compatibility.FARGATE if spec.fargate else ecs.Compatibility.EC2_AND_FARGATE
+            ),
+            cpu=str(spec.task.cpu),
+            memory_mib=str(spec.task.memory),
+            network_mode=ecs.NetworkMode.AWS_VPC,
+            task_role=self.task_role,
+            execution_role=execution_role,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+            # The root filesystem is read-only: /tmp is a task volume (Fargate has no tmpfs).
+            volumes=[ecs.Volume(name="tmp")],
+        )
+        # By name (the platform creates it): the image URI stays a literal in the template.
+        repository = ecr.Repository.from_repository_name(
+            self, "Repository", config.repository_name(spec.name)
+        )
+        logging = ecs.LogDrivers.aws_logs(
+            stream_prefix=spec.name,
+            log_group=self.log_group,
+            # A slow log delivery must not block the process writing a line.
+            mode=ecs.AwsLogDriverMode.NON_BLOCKING,
+            max_buffer_size=Size.mebibytes(25),
+        )
+        collector = task_definition.add_container(
+            COLLECTOR_CONTAINER,
+            image=ecs.ContainerImage.from_registry(
+                f"{config.account}.dkr.ecr.{config.region}.amazonaws.com/"
+                f"{ECR_PUBLIC_PREFIX}/{config.otel_collector_image}"
+            ),
+            essential=False,  # losing traces must not stop the service
+            memory_reservation_mib=64,
+            readonly_root_filesystem=True,
+            user=spec.task.user,
+            environment={"AOT_CONFIG_CONTENT": COLLECTOR_CONFIG},
+            logging=logging,
+        )
+        Annotations.of(collector).acknowledge_warning(
+            "@aws-cdk/aws-ecs:ecrImageRequiresPolicy",
+            "the execution role's PullThroughCache statement grants the pull",
+        )
+        app = task_definition.add_container(
+            APP_CONTAINER,
+            image=ecs.ContainerImage.from_ecr_repository(repository, tag=config.image_tag),
+            essential=True,
+            # The spec's command is the one place it is written (scheduled runs override it).
+            command=list(spec.command),
+            user=spec.task.user,
+            readonly_root_filesystem=True,
+            stop_timeout=Duration.seconds(spec.task.stop_timeout),
+            environment=self._environment(),
+            logging=logging,
+            port_mappings=(
+                [ecs.PortMapping(container_port=spec.port, name=spec.name)] if spec.port else None
+            ),
+            health_check=(
+                ecs.HealthCheck(
+                    command=[
+                        "CMD",
+                        "python3",
+                        "-c",
+                        "import urllib.request; urllib.request.urlopen("
+                        f"'http://127.0.0.1:{spec.port}{spec.health_path}', timeout=2)",
+                    ],
+                    interval=Duration.seconds(15),
+                    timeout=Duration.seconds(5),
+                    retries=3,
+                    start_period=Duration.seconds(30),
+                )
+                if spec.port and spec.health_path
+                else None
+            ),
+        )
+        app.add_mount_points(
+            ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False)  # noqa: S108
+        )
+        app.add_container_dependencies(
+            ecs.ContainerDependency(
+                container=collector, condition=ecs.ContainerDependencyCondition.START
+            )
+        )
+        repository.grant_pull(execution_role)
+        cache_arn = self.format_arn(
+            service="ecr", resource="repository", resource_name=f"{ECR_PUBLIC_PREFIX}/*"
+        )
+        # The collector comes through the pull-through cache: its first pull creates the cache
+        # repository, hence the two extra actions, limited to the cache's prefix.
+        execution_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PullThroughCache",
+                actions=[
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchImportUpstreamImage",
+                    "ecr:CreateRepository",
+                ],
+                resources=[cache_arn],
+            )
+        )
+        acknowledge_wildcard(
+            execution_role,
+            cache_arn,
+            "the pull-through cache creates its repositories on first pull; limited to its prefix",
+        )
+        acknowledge_nag(
+            execution_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken supports no resource-level permission",
+        )
+        acknowledge_nag(
+            task_definition,
+            "AwsSolutions-ECS2",
+            "only non-secret configuration is in the environment: secrets are passed by id "
+            "(DB_SECRET) and fetched at runtime, so rotation needs no redeploy",
+        )
+        return task_definition
+
+    # -- the ECS service --------------------------------------------------------------------
+
+    def _capacity(self) -> list[ecs.CapacityProviderStrategy]:
+        return [
+            ecs.CapacityProviderStrategy(
+                capacity_provider=self.platform.capacity_provider_name(item.provider),
+                base=item.base or None,
+                weight=item.weight,
+            )
+            for item in self.spec.capacity
+        ]
+
+    def _service(self) -> ecs.BaseService:
+        spec, platform = self.spec, self.platform
+        deployment = spec.deployment
+        blue_green = deployment.strategy is DeploymentStrategy.BLUE_GREEN
+        codedeploy_controlled = (
+            blue_green and deployment.controller is BlueGreenController.CODEDEPLOY
+        )
+        ecs_blue_green = blue_green and not codedeploy_controlled
+        options: dict[str, Any] = {
+            "cluster": self.cluster,
+            "task_definition": self.task_definition,
+            "service_name": spec.name,
+            "desired_count": spec.task.desired_count,
+            "security_groups": [self.security_group, platform.services_sg],
+            "vpc_subnets": platform.private_subnets,
+            "capacity_provider_strategies": self._capacity(),
+            "min_healthy_percent": deployment.min_healthy_percent,
+            "max_healthy_percent": deployment.max_percent,
+            "enable_execute_command": False,
+            "propagate_tags": ecs.PropagatedTagSource.SERVICE,
+        }
+        if codedeploy_controlled:
+            # CodeDeploy rolls back by itself (failed deployment, alarms): no circuit breaker.
+            options["deployment_controller"] = ecs.DeploymentController(
+                type=ecs.DeploymentControllerType.CODE_DEPLOY
+            )
+        else:
+            options["circuit_breaker"] = ecs.DeploymentCircuitBreaker(enable=True, rollback=True)
+            if spec.port is not None:
+                # CodeDeploy's task sets only know load balancers: Cloud Map for the others.
+                options["cloud_map_options"] = ecs.CloudMapOptions(
+                    cloud_map_namespace=platform.namespace,
+                    name=spec.name,
+                    dns_record_type=servicediscovery.DnsRecordType.A,
+                    dns_ttl=Duration.seconds(10),
+                )
+        if ecs_blue_green:
+            options["deployment_strategy"] = ecs.DeploymentStrategy.BLUE_GREEN
+            options["bake_time"] = Duration.minutes(deployment.bake_minutes)
+        if spec.exposure.value != "none":
+            options["health_check_grace_period"] = Duration.seconds(60)
+        service: ecs.BaseService
+        if spec.fargate:
+            service = ecs.FargateService(
+                self, "Service", platform_version=ecs.FargatePlatformVersion.LATEST, **options
+            )
+        else:
+            service = ecs.Ec2Service(
+                self,
+                "Service",
+                placement_strategies=[
+                    ecs.PlacementStrategy.spread_across(ecs.BuiltInAttributes.AVAILABILITY_ZONE),
+                    ecs.PlacementStrategy.packed_by_memory(),
+                ],
+                **options,
+            )
+        if spec.exposure.value != "none":
+            self._load_balancing(service, codedeploy_controlled, ecs_blue_green)
+        return service
+
+    def _load_balancing(
+        self, service: ecs.BaseService, codedeploy_controlled: bool, ecs_blue_green: bool
+    ) -> None:
+        config, spec, platform = self.config, self.spec, self.platform
+        assert spec.port is not None
+        lb = platform.load_balancers[spec.name]
+        target_groups = [
+            elbv2.ApplicationTargetGroup(
+                self,
+                f"Tg{colour}",
+                vpc=platform.vpc,
+                port=spec.port,
+                protocol=elbv2.ApplicationProtocol.HTTP,
+                target_type=elbv2.TargetType.IP,
+                deregistration_delay=Duration.seconds(30),
+                health_check=elbv2.HealthCheck(
+                    path=spec.health_path,
+                    healthy_http_codes="200",
+                    interval=Duration.seconds(15),
+                    timeout=Duration.seconds(5),
+                    healthy_threshold_count=2,
+                    unhealthy_threshold_count=3,
+                ),
+            )
+            for colour in (
+                ("Blue", "Green") if codedeploy_controlled or ecs_blue_green else ("Blue",)
+            )
+        ]
+        blue = target_groups[0]
+        listener = self._listener(
+            lb,
+            elbv2.ListenerAction.fixed_response(
+                404, content_type="text/plain", message_body="not found"
+            )
+            if ecs_blue_green
+            else elbv2.ListenerAction.forward([blue]),
+        )
+        if ecs_blue_green:
+            green = target_groups[1]
+            # ECS moves the weights of this rule between the two target groups.
+            rule = elbv2.ApplicationListenerRule(
+                self,
+                "ProductionRule",
+                listener=listener,
+                priority=1,
+                conditions=[elbv2.ListenerCondition.path_patterns(["/*"])],
+                action=elbv2.ListenerAction.weighted_forward(
+                    [
+                        elbv2.WeightedTargetGroup(target_group=blue, weight=100),
+                        elbv2.WeightedTargetGroup(target_group=green, weight=0),
+                    ]
+                ),
+            )
+            target = service.load_balancer_target(
+                container_name=APP_CONTAINER,
+                container_port=spec.port,
+                alternate_target=ecs.AlternateTarget(
+                    "Alternate",
+                    alternate_target_group=green,
+                    production_listener=ecs.ListenerRuleConfiguration.application_listener_rule(
+                        rule
+                    ),
+                ),
+            )
+            target.attach_to_application_target_group(blue)
+            acknowledge_nag(
+                service.node.find_child("AlternateRole"),
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                "AmazonECSInfrastructureRolePolicyForLoadBalancers]",
+                "AWS's policy for ECS blue/green's listener changes, the one its documentation "
+                "prescribes",
+            )
+        else:
+            service.attach_to_application_target_group(blue)
+
+        self._load_balancer_alarms(lb, target_groups)
+        if codedeploy_controlled:
+            self._codedeploy(service, listener, target_groups)
+        if lb.external and config.hosted_zone_id:
+            route53.ARecord(
+                self,
+                "Dns",
+                zone=route53.HostedZone.from_hosted_zone_attributes(
+                    self, "Zone", hosted_zone_id=config.hosted_zone_id, zone_name=config.domain
+                ),
+                record_name=spec.name,
+                target=route53.RecordTarget.from_alias(route53_targets.LoadBalancerTarget(lb.alb)),
+            )
+
+    def _listener(
+        self, lb: LoadBalancer, default_action: elbv2.ListenerAction
+    ) -> elbv2.ApplicationListener:
+        """The production listener: its default action is what blue/green switches."""
+        spec = self.spec
+        assert spec.port is not None
+        if lb.external:
+            return elbv2.ApplicationListener(
+                self,
+                "Listener",
+                load_balancer=lb.alb,
+                port=HTTPS_PORT,
+                protocol=elbv2.ApplicationProtocol.HTTPS,
+                certificates=[elbv2.ListenerCertificate.from_arn(self.config.certificate_arn)],
+                # TLS 1.2 and 1.3 only, with the post-quantum key exchange.
+                ssl_policy=elbv2.SslPolicy.TLS13_12_PQ,
+                default_action=default_action,
+                open=False,  # the platform's group admits 443; no rule is added from here
+            )
+        listener = elbv2.ApplicationListener(
+            self,
+            "Listener",
+            load_balancer=lb.alb,
+            port=spec.port,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            default_action=default_action,
+            open=False,
+        )
+        acknowledge_nag(listener, "AwsSolutions-ELB2", "access logs are set on the load balancer")
+        skip_checkov(
+            listener,
+            "CKV_AWS_2",
+            "internal ALB reachable only from the services' security group inside the VPC",
+        )
+        skip_checkov(listener, "CKV_AWS_103", "plain HTTP inside the VPC: no TLS policy applies")
+        return listener
+
+    def _codedeploy(
+        self,
+        service: ecs.BaseService,
+        listener: elbv2.ApplicationListener,
+        target_groups: Sequence[elbv2.ApplicationTargetGroup],
+    ) -> None:
+        """Blue/green through CodeDeploy: it shifts the listener between the two groups."""
+        config, spec = self.config, self.spec
+        application = codedeploy.EcsApplication(
+            self, "DeployApplication", application_name=f"{config.prefix}-{spec.name}"
+        )
+        group = codedeploy.EcsDeploymentGroup(
+            self,
+            "DeploymentGroup",
+            application=application,
+            deployment_group_name=f"{config.prefix}-{spec.name}",
+            service=service,
+            blue_green_deployment_config=codedeploy.EcsBlueGreenDeploymentConfig(
+                blue_target_group=target_groups[0],
+                green_target_group=target_groups[1],
+                listener=listener,
+                termination_wait_time=Duration.minutes(spec.deployment.bake_minutes),
+            ),
+            deployment_config=codedeploy.EcsDeploymentConfig.from_ecs_deployment_config_name(
+                self, "DeployConfig", spec.deployment.codedeploy_config
+            ),
+            # The circuit breaker's counterpart: failed, stopped or alarming deployments roll back.
+            auto_rollback=codedeploy.AutoRollbackConfig(
+                failed_deployment=True, stopped_deployment=True, deployment_in_alarm=True
+            ),
+            alarms=list(self.alarms),
+        )
+        acknowledge_nag(
+            group.role,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AWSCodeDeployRoleForECS]",
+            "AWS's policy for CodeDeploy's ECS blue/green, the one its documentation prescribes",
+        )
+
+    # -- scaling ----------------------------------------------------------------------------
+
+    def _scaling(self, scaling: ScalingSpec) -> None:
+        spec, platform = self.spec, self.platform
+        count = self.service.auto_scale_task_count(
+            min_capacity=scaling.min_count, max_capacity=scaling.max_count
+        )
+        cooldowns: dict[str, Any] = {
+            "scale_in_cooldown": Duration.seconds(scaling.scale_in_cooldown),
+            "scale_out_cooldown": Duration.seconds(scaling.scale_out_cooldown),
+        }
+        if scaling.cpu_target is not None:
+            count.scale_on_cpu_utilization(
+                "Cpu", target_utilization_percent=scaling.cpu_target, **cooldowns
+            )
+        if scaling.memory_target is not None:
+            count.scale_on_memory_utilization(
+                "Memory", target_utilization_percent=scaling.memory_target, **cooldowns
+            )
+        if scaling.requests_per_task is not None:
+            self._scale_on_requests(count, scaling)
+        if scaling.backlog_per_task is not None:
+            assert isinstance(spec.trigger, QueueTrigger)
+            queue = platform.queues[spec.trigger.queue]
+            self._scale_on_backlog(count, queue, scaling)
+
+    def _running_tasks(self) -> cloudwatch.Metric:
+        """Container Insights' running task count of this service (absent while it has none)."""
+        return cloudwatch.Metric(
+            namespace="ECS/ContainerInsights",
+            metric_name="RunningTaskCount",
+            dimensions_map={
+                "ClusterName": self.config.prefix,
+                "ServiceName": self.spec.name,
+            },
+            statistic="Average",
+            period=Duration.minutes(1),
+        )
+
+    def _scale_on_requests(self, count: ecs.ScalableTaskCount, scaling: ScalingSpec) -> None:
+        """Target tracking on the load balancer's requests per running task.
+
+        Not the predefined ALBRequestCountPerTarget: that metric is bound to one target group,
+        and a blue/green deployment moves the traffic to the other one, after which it would
+        read zero and scale the service in. The load balancer's count follows the traffic.
+        """
+        lb = self.platform.load_balancers[self.spec.name]
+        running = self._running_tasks()
+        target = count.node.find_child("Target")
+        assert isinstance(target, appscaling.ScalableTarget)
+        appscaling.CfnScalingPolicy(
+            self,
+            "Requests",
+            policy_name=f"{self.config.prefix}-{self.spec.name}-requests-per-task",
+            policy_type="TargetTrackingScaling",
+            scaling_target_id=target.scalable_target_id,
+            target_tracking_scaling_policy_configuration=appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
+                target_value=scaling.requests_per_task or 0,
+                scale_in_cooldown=scaling.scale_in_cooldown,
+                scale_out_cooldown=scaling.scale_out_cooldown,
+                customized_metric_specification=appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
+                    metrics=[
+                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                            id="requests",
+                            metric_stat=appscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
+                                metric=appscaling.CfnScalingPolicy.TargetTrackingMetricProperty(
+                                    namespace="AWS/ApplicationELB",
+                                    metric_name="RequestCount",
+                                    dimensions=[
+                                        appscaling.CfnScalingPolicy.TargetTrackingMetricDimensionProperty(
+                                            name="LoadBalancer",
+                                            value=lb.alb.load_balancer_full_name,
+                                        )
+                                    ],
+                                ),
+                                stat="Sum",
+                            ),
+                            return_data=False,
+                        ),
+                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                            id="tasks",
+                            metric_stat=appscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
+                                metric=appscaling.CfnScalingPolicy.TargetTrackingMetricProperty(
+                                    namespace=running.namespace,
+                                    metric_name=running.metric_name,
+                                    dimensions=[
+                                        appscaling.CfnScalingPolicy.TargetTrackingMetricDimensionProperty(
+                                            name=key, value=value
+                                        )
+                                        for key, value in (running.dimensions or {}).items()
+                                    ],
+                                ),
+                                stat="Average",
+                            ),
+                            return_data=False,
+                        ),
+                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                            id="per_task",
+                            expression=REQUESTS_PER_TASK,
+                            label="requests per task per minute",
+                            return_data=True,
+                        ),
+                    ]
+                ),
+            ),
+        )
+
+    def _scale_on_backlog(
+        self, count: ecs.ScalableTaskCount, queue: sqs.IQueue, scaling: ScalingSpec
+    ) -> None:
+        """Step scaling on visible messages per running task, a metric-math alarm, no Lambda.
+
+        With no task running the expression is the backlog itself, so a first message scales a
+        service at zero out at once, and a burst scales out before any CPU moves.
+        """
+        backlog = scaling.backlog_per_task or 1
+        per_task = cloudwatch.MathExpression(
+            expression=BACKLOG_PER_TASK,
+            using_metrics={
+                "visible": queue.metric_approximate_number_of_messages_visible(
+                    period=Duration.minutes(1), statistic="Maximum"
+                ),
+                "tasks": self._running_tasks(),
+            },
+            label="visible messages per running task",
+            period=Duration.minutes(1),
+        )
+        count.scale_on_metric(
+            "Backlog",
+            metric=per_task,
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=Duration.seconds(scaling.scale_out_cooldown),
+            evaluation_periods=1,
+            scaling_steps=[
+                appscaling.ScalingInterval(upper=backlog * 0.1, change=-1),
+                appscaling.ScalingInterval(lower=backlog, change=+1),
+                appscaling.ScalingInterval(lower=backlog * 2, change=+2),
+                appscaling.ScalingInterval(lower=backlog * 4, change=+4),
+            ],
+        )
+
+    # -- alarms -----------------------------------------------------------------------------
+
+    def _alarm(self, id: str, **props: Any) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            id,
+            alarm_name=f"{self.config.prefix}-{self.spec.name}-{id}",
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            **props,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.platform.alarm_topic))
+        self.alarms.append(alarm)
+        return alarm
+
+    def _load_balancer_alarms(
+        self, lb: LoadBalancer, target_groups: Sequence[elbv2.ApplicationTargetGroup]
+    ) -> None:
+        metrics = lb.alb.metrics
+        period = Duration.minutes(1)
+        self._alarm(
+            "5xx-rate",
+            alarm_description=f"more than {FIVE_XX_PERCENT}% of {self.spec.name}'s answers are 5xx",
+            metric=cloudwatch.MathExpression(
+                expression=(
+                    "IF(FILL(requests, 0) > 0, "
+                    "100 * (FILL(target, 0) + FILL(elb, 0)) / FILL(requests, 0), 0)"
+                ),
+                using_metrics={
+                    "target": metrics.http_code_target(
+                        elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=period
+                    ),
+                    "elb": metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=period),
+                    "requests": metrics.request_count(period=period),
+                },
+                label="5xx answers, % of requests",
+                period=period,
+            ),
+            threshold=FIVE_XX_PERCENT,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+        )
+        self._alarm(
+            "unhealthy-hosts",
+            alarm_description=f"{self.spec.name} has targets failing the health check",
+            metric=cloudwatch.MathExpression(
+                expression=" + ".join(f"FILL(tg{index}, 0)" for index in range(len(target_groups))),
+                using_metrics={
+                    # By hand: the green group joins the listener only during a deployment.
+                    f"tg{index}": cloudwatch.Metric(
+                        namespace="AWS/ApplicationELB",
+                        metric_name="UnHealthyHostCount",
+                        dimensions_map={
+                            "LoadBalancer": lb.alb.load_balancer_full_name,
+                            "TargetGroup": group.target_group_full_name,
+                        },
+                        statistic="Maximum",
+                        period=period,
+                    )
+                    for index, group in enumerate(target_groups)
+                },
+                label="unhealthy targets",
+                period=period,
+            ),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+        )
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def _schedules(self, trigger: ScheduleTrigger) -> None:
+        """One EventBridge Scheduler schedule per registry job, each starting one task."""
+        config, spec, platform = self.config, self.spec, self.platform
+        self.schedule_dlq = sqs.Queue(
+            self,
+            "SchedulesDlq",
+            queue_name=f"{config.prefix}-{spec.name}-schedules-dlq",
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        acknowledge_nag(self.schedule_dlq, "AwsSolutions-SQS3", "this queue is a dead-letter queue")
+        skip_checkov(self.schedule_dlq, "CKV_AWS_27", SSE_SQS)
+        role = self._role(
+            "SchedulerRole", "scheduler", f"EventBridge Scheduler starts {spec.name}'s tasks"
+        )
+        acknowledge_wildcard(
+            role,
+            self.format_arn(service="ecs", resource="task", resource_name=f"{config.prefix}/*"),
+            "EventBridge Scheduler tags the tasks it starts (ecs:TagResource): their ids are "
+            "not known before; limited to this cluster",
+        )
+        group = scheduler.ScheduleGroup(
+            self, "ScheduleGroup", schedule_group_name=f"{config.prefix}-{spec.name}"
+        )
+        self.jobs = load_schedules(trigger)
+        for job in self.jobs:
+            command = run_command(trigger, job.name)
+            target_props: dict[str, Any] = {
+                "task_definition": self.task_definition,
+                "security_groups": [self.security_group, platform.services_sg],
+                "vpc_subnets": platform.private_subnets,
+                "capacity_provider_strategies": self._capacity(),
+                "task_count": spec.task.desired_count,
+                "propagate_tags": True,
+                "input": scheduler.ScheduleTargetInput.from_object(
+                    {"containerOverrides": [{"name": APP_CONTAINER, "command": command}]}
+                ),
+                "dead_letter_queue": self.schedule_dlq,
+                "retry_attempts": SCHEDULE_RETRIES,
+                "max_event_age": SCHEDULE_MAX_EVENT_AGE,
+                "role": role,
+            }
+            target = (
+                scheduler_targets.EcsRunFargateTask(self.cluster, **target_props)
+                if spec.fargate
+                else scheduler_targets.EcsRunEc2Task(self.cluster, **target_props)
+            )
+            scheduler.Schedule(
+                self,
+                f"Job{_pascal(job.name.replace('.', '-'))}",
+                schedule_name=job.name,
+                schedule_group=group,
+                schedule=scheduler.ScheduleExpression.expression(
+                    job.expression, TimeZone.of(job.timezone)
+                ),
+                target=target,
+                description=(job.description or job.name)[:512],
+                time_window=scheduler.TimeWindow.off(),
+            )
+        self._alarm(
+            "schedules-dlq",
+            alarm_description=f"{spec.name}: a schedule could not start its task after retries",
+            metric=self.schedule_dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+        )
+        # The runtime writes one EMF line per finished run, with its status as a property.
+        failures = logs.MetricFilter(
+            self,
+            "RunFailures",
+            log_group=self.log_group,
+            filter_pattern=logs.FilterPattern.all(
+                logs.FilterPattern.number_value("$.ScheduledRuns", "=", 1),
+                logs.FilterPattern.string_value("$.status", "!=", "succeeded"),
+            ),
+            metric_namespace=f"{config.app}/{config.env}",
+            metric_name=f"{_pascal(spec.name)}RunFailures",
+            metric_value="1",
+            default_value=0,
+        )
+        self._alarm(
+            "run-failures",
+            alarm_description=f"a {spec.name} job run failed, timed out or was interrupted",
+            metric=failures.metric(statistic="Sum", period=Duration.minutes(5)),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+        )

@@ -1,0 +1,74 @@
+"""Synthesize once per session: the repository's app, and a variant with a fourth service."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from infra.testing import Assembly, synthesize
+from servicekit.spec import find_repository_root
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+ROOT = find_repository_root(Path(__file__).parent)
+
+# A fourth service that exercises what the three real ones do not: EC2 Spot capacity, an
+# internal load balancer of its own, ECS-native blue/green and scaling from zero.
+REPORTS_SPEC = """
+name = "reports"
+command = ["reports"]
+port = 8090
+health_path = "/health"
+exposure = "internal"
+
+[task]
+cpu = 512
+memory = 1024
+desired_count = 1
+
+[trigger]
+kind = "http"
+
+[config]
+parameters = ["shared", "reports"]
+secrets = { DB_SECRET = "db" }
+
+[scaling]
+min_count = 0
+max_count = 4
+requests_per_task = 600
+
+[[capacity]]
+provider = "EC2_SPOT"
+weight = 1
+
+[deployment]
+strategy = "blue_green"
+controller = "ecs"
+bake_minutes = 10
+"""
+
+
+@pytest.fixture(scope="session")
+def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    return synthesize(tmp_path_factory.mktemp("cdk.out"), root=ROOT)
+
+
+@pytest.fixture(scope="session")
+def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """The app over a copy of services/ plus ``reports``, with both cost switches flipped."""
+    root = tmp_path_factory.mktemp("repo")
+    for spec in ROOT.glob("services/*/service.toml"):
+        target = root / spec.relative_to(ROOT)
+        target.parent.mkdir(parents=True)
+        shutil.copy(spec, target)
+    (root / "services/reports").mkdir()
+    (root / "services/reports/service.toml").write_text(REPORTS_SPEC)
+    return synthesize(
+        tmp_path_factory.mktemp("cdk.out.extended"),
+        root=root,
+        context={"natGateways": 0, "dbMultiAz": False},
+    )
