@@ -1,0 +1,132 @@
+"""``suite``: the suite's delivery commands (argparse wiring; the work is in the modules)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from suite_tools import images
+from suite_tools.errors import CommandError
+
+__all__ = ["main"]
+
+
+def _progress(line: str) -> None:
+    # Progress goes to stderr so stdout carries only the result (references or JSON).
+    print(line, file=sys.stderr, flush=True)
+
+
+def _build_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _image_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "services", nargs="*", metavar="SERVICE", help="services/<SERVICE>/ (default: all)"
+    )
+    parser.add_argument(
+        "--app",
+        default=os.environ.get("APP_NAME") or images.DEFAULT_APP,
+        help="the app's name, the repositories' prefix {app}/{service} "
+        "(default: $APP_NAME or %(default)s)",
+    )
+    parser.add_argument(
+        "--build-arg",
+        dest="build_args",
+        type=_build_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Dockerfile build argument, e.g. PYTHON_IMAGE=... (repeatable)",
+    )
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    built = images.build(
+        args.services, app=args.app, build_args=dict(args.build_args), write=_progress
+    )
+    for reference in built.values():
+        print(reference)
+    return 0
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    pushed = images.push(
+        args.services,
+        app=args.app,
+        release=args.tag,
+        registry=args.registry,
+        build_images=args.build,
+        build_args=dict(args.build_args),
+        write=_progress,
+    )
+    if args.json:
+        print(json.dumps(images.document(pushed), indent=2))
+    else:
+        for image in pushed:
+            print(image.reference)
+    return 0
+
+
+def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "build",
+        help="build the services' images locally",
+        description="Build {app}/{service}:{commit} with the root Dockerfile (BuildKit); a "
+        "tree with uncommitted changes in the build context gets {commit}-dirty.",
+    )
+    _image_options(parser)
+    parser.set_defaults(run=_run_build)
+
+
+def _add_push(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "push",
+        help="build and push the services' images to ECR, print their digests",
+        description="Build the images, tag them with the full commit SHA (and --tag), create "
+        "missing ECR repositories (scan on push, immutable tags, lifecycle policy), push, and "
+        "print registry/{app}/{service}@sha256:... per image. Refuses a tree whose build "
+        "context has uncommitted changes.",
+    )
+    _image_options(parser)
+    parser.add_argument("--tag", metavar="RELEASE", help="a release tag besides the commit SHA")
+    parser.add_argument(
+        "--registry",
+        metavar="URL",
+        help="push here instead of ECR's endpoint (credentials still come from ECR)",
+    )
+    parser.add_argument(
+        "--no-build",
+        dest="build",
+        action="store_false",
+        help="push the images `suite build` left instead of building",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the pushed images as JSON (see README)"
+    )
+    parser.set_defaults(run=_run_push)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="suite", description="The suite's delivery commands.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_build(commands)
+    _add_push(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except CommandError as error:
+        print(f"suite {args.command}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,270 @@
+"""Real components for the tools' tests: a throwaway workspace, a local registry, a child ``suite``.
+
+The registry is Debian's ``docker-registry`` (the CNCF distribution registry) on a loopback
+port with htpasswd auth, so pushes go through real registry authentication; the Docker engine
+treats 127.0.0.0/8 registries as insecure (plain HTTP) by default.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from servicekit.testing.moto import free_port
+
+__all__ = [
+    "BASE_IMAGE",
+    "DenyingProxy",
+    "LocalRegistry",
+    "Run",
+    "Workspace",
+    "make_workspace",
+    "run_suite",
+]
+
+BASE_IMAGE = os.environ.get("SUITE_TEST_BASE_IMAGE", "local/python-base:bookworm")
+
+# One root Dockerfile for every service, like the suite's, but tiny: it needs BuildKit
+# (RUN --mount) as the real one does, and the image says which service it is.
+DOCKERFILE = """\
+ARG PYTHON_IMAGE
+FROM ${PYTHON_IMAGE}
+ARG SERVICE
+COPY services/${SERVICE}/message.txt /srv/message.txt
+RUN --mount=type=cache,target=/root/.cache echo "${SERVICE}" >/srv/name
+CMD ["cat", "/srv/name", "/srv/message.txt"]
+"""
+
+DOCKERIGNORE = """\
+**
+!services/*/message.txt
+"""
+
+SERVICE_TOML = """\
+name = "{name}"
+command = ["{name}"]
+
+[task]
+cpu = 256
+memory = 512
+desired_count = 1
+
+[trigger]
+kind = "http"
+"""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    sha: str
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed")
+    return found
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(  # noqa: S603 - git, with our own arguments
+        [_binary("git"), "-c", "user.name=tests", "-c", "user.email=tests@example.invalid", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+def make_workspace(root: Path, services: tuple[str, ...] = ("alpha", "beta")) -> Workspace:
+    """A committed repository shaped like the suite (its own git repository, in ``root``)."""
+    (root / "services").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "throwaway"\nversion = "0"\n')
+    (root / "Dockerfile").write_text(DOCKERFILE)
+    (root / ".dockerignore").write_text(DOCKERIGNORE)
+    (root / "README.md").write_text("not in the images\n")
+    for name in services:
+        folder = root / "services" / name
+        folder.mkdir()
+        (folder / "service.toml").write_text(SERVICE_TOML.format(name=name))
+        (folder / "message.txt").write_text(f"{name} says hello\n")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "throwaway")
+    return Workspace(root, _git(root, "rev-parse", "HEAD"))
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+class LocalRegistry:
+    """``docker-registry serve`` on 127.0.0.1 with one htpasswd user."""
+
+    def __init__(self, folder: Path, username: str, password: str) -> None:
+        self.username, self.password = username, password
+        self.host = f"127.0.0.1:{free_port()}"
+        self._folder = folder
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why the registry cannot run here, or None."""
+        if shutil.which("docker-registry") and shutil.which("htpasswd"):
+            return None
+        return "docker-registry or htpasswd missing (tools/tests/setup.sh installs them)"
+
+    def start(self) -> None:
+        folder = self._folder
+        folder.mkdir(parents=True, exist_ok=True)
+        # bcrypt is the only scheme the registry accepts; -i: the password never is an argument.
+        subprocess.run(  # noqa: S603 - htpasswd, with our own arguments
+            [_binary("htpasswd"), "-B", "-i", "-c", str(folder / "htpasswd"), self.username],
+            input=self.password.encode(),
+            check=True,
+            capture_output=True,
+        )
+        config = folder / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: warn, accesslog: {disabled: true}}\n"
+            f"storage: {{filesystem: {{rootdirectory: '{folder / 'data'}'}}}}\n"
+            f"http: {{addr: '{self.host}', secret: {secrets.token_hex(16)}}}\n"
+            f"auth: {{htpasswd: {{realm: tests, path: '{folder / 'htpasswd'}'}}}}\n"
+        )
+        log = folder / "registry.log"
+        with log.open("wb") as sink:
+            self._process = subprocess.Popen(  # noqa: S603 - the registry, our own config
+                [_binary("docker-registry"), "serve", str(config)],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
+            if self.get("/v2/", auth=False)[0]:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"docker-registry did not answer on {self.host}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def get(self, path: str, *, auth: bool = True, accept: str = "") -> tuple[int, dict[str, str]]:
+        """(status, headers) of a GET; status 0 while nothing listens."""
+        request = urllib.request.Request(f"http://{self.host}{path}")
+        if auth:
+            request.add_header("Authorization", _basic(self.username, self.password))
+        if accept:
+            request.add_header("Accept", accept)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+                return response.status, dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers)
+        except OSError:
+            return 0, {}
+
+
+class DenyingProxy:
+    """A registry front that reads like ECR under a repository policy denying pushes.
+
+    Reads (the engine's login check, blob existence checks) pass through to the registry; the
+    first write, the upload that ``ecr:InitiateLayerUpload`` authorizes, gets ECR's answer to a
+    denied action: 403 with a DENIED error naming the action and the repository.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        handler = _denying_handler(upstream)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+DENIED_BODY = (
+    b'{"errors":[{"code":"DENIED","message":"User: arn:aws:sts::123456789012:assumed-role/'
+    b"ci/push is not authorized to perform: ecr:InitiateLayerUpload on resource: "
+    b"arn:aws:ecr:eu-west-1:123456789012:repository/t/alpha with an explicit deny in a "
+    b'resource-based policy"}]}'
+)
+
+
+def _denying_handler(upstream: str) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _relay(self) -> None:
+            connection = http.client.HTTPConnection(upstream, timeout=10)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            connection.request(self.command, self.path, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in {"connection", "transfer-encoding", "content-length"}:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            connection.close()
+
+        def _deny(self) -> None:
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(DENIED_BODY)))
+            self.end_headers()
+            self.wfile.write(DENIED_BODY)
+
+        do_GET = do_HEAD = _relay
+        do_POST = do_PUT = do_PATCH = _deny
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_suite(*args: str, env: Mapping[str, str] | None = None) -> Run:
+    """``suite ARGS`` in a child process: exit code and stderr exactly as a user sees them."""
+    done = subprocess.run(  # noqa: S603 - this interpreter, our own arguments
+        [sys.executable, "-m", "suite_tools", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ if env is None else env),
+        timeout=300,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
