@@ -1,0 +1,64 @@
+"""What a worker process builds at start-up and closes on the way out.
+
+Built by the app's lifespan, so once per gunicorn worker and after fork: settings (env,
+Parameter Store, the database secret), the log level, tracing, the database pool, the feature
+flags and the readiness checks. Settings that do not load stop the worker with the error listing
+every problem (gunicorn then exits: ECS shows the reason and the deployment circuit breaker rolls
+back) rather than serving half-configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from api.core.config import Flags, Settings
+from api.core.db import open_database
+from servicekit import aws
+from servicekit.db import Database
+from servicekit.flags import FeatureFlags
+from servicekit.health import HealthRegistry
+from servicekit.tracing import configure_tracing, shutdown_tracing
+
+__all__ = ["Runtime"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    database: Database
+    flags: FeatureFlags[Flags]
+    health: HealthRegistry
+
+    @classmethod
+    def start(cls) -> Runtime:
+        """Load settings and build every client; blocking (AWS calls), so run off the loop."""
+        settings = Settings.load()
+        # The handlers are the process's (gunicorn's logconfig_dict); the level is a setting.
+        logging.getLogger().setLevel(settings.log_level.upper())
+        configure_tracing(
+            service=settings.service_name,
+            enabled=settings.tracing_enabled,
+            endpoint=settings.otel_exporter_otlp_endpoint,
+        )
+        database = open_database(settings)
+        flags = FeatureFlags(
+            Flags,
+            app=settings.app_name,
+            env=settings.app_env,
+            service=settings.service_name,
+            ttl=settings.flags_ttl_seconds,
+        )
+        flags.get()  # read now, so the first request does not wait on Parameter Store
+        health = HealthRegistry()
+        health.add_readiness("database", database.check)
+        health.add_readiness("sqs", lambda: _queue_reachable(settings.queue_url))
+        return cls(settings, database, flags, health)
+
+    def close(self) -> None:
+        self.database.close()
+        shutdown_tracing()
+
+
+def _queue_reachable(queue_url: str) -> None:
+    aws.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])

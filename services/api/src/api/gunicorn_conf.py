@@ -1,0 +1,56 @@
+"""gunicorn's settings for the API (``--config python:api.gunicorn_conf``, see :mod:`api.serve`).
+
+A module of the package rather than a file beside it, so the image, which holds the installed
+package only, has it too. Read by the master, before any worker exists: only the environment is
+consulted here. Settings (env + Parameter Store + secrets), database pools and AWS clients are
+made in each worker after fork, by the app's lifespan, so no connection or lock crosses the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from servicekit import aws
+from servicekit.logging import logging_config
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+worker_class = "uvicorn_worker.UvicornWorker"
+# 2 x vCPU + 1 for the task's 0.5 vCPU (512 CPU units); the task definition sets
+# WEB_CONCURRENCY for other sizes. Each worker is one event loop plus a thread pool for the
+# blocking database and AWS calls.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Longer than the ALB's 60 s idle timeout, so the ALB always closes an idle connection first;
+# the other way round it may send a request on a connection the worker is closing (a 502).
+keepalive = 75
+# ECS sends SIGTERM, waits stopTimeout (30 s), then SIGKILL: requests in flight get 25 s.
+graceful_timeout = 25
+# Tasks accept traffic only from the ALB's security group, whose node addresses change: trust
+# X-Forwarded-For/-Proto from any peer so request.client and the scheme are the real ones.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+# The app writes its own JSON access line (with request id, trace id and latency; health checks
+# left out); gunicorn's would be a second, plain one.
+accesslog = None
+# Every line of the master and the workers as JSON on stdout (servicekit's formatter); the
+# workers inherit it through fork. The app's lifespan then sets the level from its settings.
+logconfig_dict = logging_config(
+    service=os.environ.get("SERVICE_NAME", "api"),
+    env=os.environ.get("APP_ENV", "development"),
+    level=os.environ.get("LOG_LEVEL", "INFO"),
+)
+proc_name = "api"
+# gunicorn >= 25.1 opens a control socket for `gunicornc` under $HOME by default: nothing in a
+# task uses it, the image's user has no home, and two servers on one host would share the path.
+control_socket_disable = True
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Per worker: no AWS client from the master; uvicorn's own lines on the JSON handler."""
+    aws.reset_clients()
+    # UvicornWorker's constructor (run in the master) gave uvicorn.error gunicorn.error's
+    # handlers (none: logconfig_dict sends gunicorn.error to the root's) and stopped its
+    # propagation, so its lines, a failed start-up included, went nowhere. uvicorn.access got
+    # the same treatment and keeps it: uvicorn skips its plain access line when that logger has
+    # no handler, and the app writes its own JSON one.
+    logging.getLogger("uvicorn.error").propagate = True

@@ -1,0 +1,146 @@
+"""``/jobs``: create a job (stored, then queued on SQS), read one, list them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+from uuid import UUID
+
+from botocore.exceptions import BotoCoreError, ClientError
+from fastapi import APIRouter, Header, Query, Response
+
+from api.core.errors import ApiError
+from api.core.runtime import Runtime
+from api.deps import RuntimeDep
+from api.models import JobCreate, error_responses
+from servicekit import aws, jobs
+from servicekit.errors import DependencyUnavailable
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_log = logging.getLogger(__name__)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="a retry with the same key returns the job the first request created "
+        "(200); visible ASCII characters",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        200: {"model": jobs.Job, "description": "Replay: the job this Idempotency-Key created"},
+        201: {"description": "Job created and queued"},
+        **error_responses(409, 413, 422, 503),
+    },
+)
+def create_job(
+    body: JobCreate,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> jobs.Job:
+    """Store the job, then send its SQS message.
+
+    The job is committed before its message is sent, so a worker never receives an id it cannot
+    read. If the send fails the job is still accepted: it stays ``queued`` with its outbox marker
+    unset and the scheduler's outbox sweep sends it. 503 ``intake_paused`` while the
+    ``accept_jobs`` feature flag is off.
+    """
+    if not runtime.flags.get().accept_jobs:
+        raise ApiError(
+            503,
+            "intake_paused",
+            "job intake is paused (feature flag accept_jobs is off), retry later",
+            headers={"Retry-After": str(runtime.settings.retry_after_seconds)},
+        )
+    with runtime.database.connection() as conn:
+        try:
+            created = jobs.create(
+                conn,
+                job_type=body.type.value,
+                payload=body.payload,
+                idempotency_key=idempotency_key,
+            )
+        except jobs.IdempotencyKeyReused as error:
+            raise ApiError(409, "idempotency_key_reused", str(error)) from None
+    job = created.job
+    if created.created:
+        _log.info("job %s accepted", job.id, extra={"job_id": str(job.id), "job_type": job.type})
+        job = _enqueue(runtime, job)
+    response.status_code = 201 if created.created else 200
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job
+
+
+def _enqueue(runtime: Runtime, job: jobs.Job) -> jobs.Job:
+    """Send the job's message and set its outbox marker; a failure leaves it to the sweep.
+
+    Returns the job as it now is (``enqueued_at`` set when the send went through).
+    """
+    body = json.dumps({"job_id": str(job.id), "type": job.type})
+    try:
+        aws.client("sqs").send_message(QueueUrl=runtime.settings.queue_url, MessageBody=body)
+    except (BotoCoreError, ClientError) as error:
+        reason = (
+            aws.describe_error(error, service="sqs", resource=runtime.settings.queue_url)
+            if isinstance(error, ClientError)
+            else str(error)
+        )
+        _log.warning("job %s left for the outbox sweep: %s", job.id, reason)
+        return job
+    try:
+        with runtime.database.connection() as conn:
+            jobs.mark_enqueued(conn, job.id)
+            return jobs.get(conn, job.id) or job
+    except DependencyUnavailable as error:
+        # The message is out; the sweep will send it again and the worker ignores the repeat.
+        _log.warning("job %s sent but not marked enqueued: %s", job.id, error)
+        return job
+
+
+@router.get("/{job_id}", responses=error_responses(404, 422, 503))
+def get_job(job_id: UUID, runtime: RuntimeDep) -> jobs.Job:
+    with runtime.database.connection() as conn:
+        job = jobs.get(conn, job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    return job
+
+
+@router.get("", responses=error_responses(422, 503))
+def list_jobs(
+    runtime: RuntimeDep,
+    status: Annotated[jobs.JobStatus | None, Query(description="only jobs in this status")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> jobs.JobPage:
+    """Jobs newest first, one page at a time (keyset pagination: stable under inserts)."""
+    try:
+        with runtime.database.connection() as conn:
+            page = jobs.list_jobs(conn, status=status, limit=limit, cursor=cursor)
+    except jobs.InvalidCursor:
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid request: query.cursor",
+            details=[
+                {
+                    "field": "query.cursor",
+                    "message": "not a cursor this API gave",
+                    "type": "value_error",
+                }
+            ],
+        ) from None
+    return page

@@ -1,0 +1,205 @@
+"""Fixtures of the API's tests: moto (secret, queue, parameters), a migrated PostgreSQL database,
+the app in-process (``client``) and the container's command as a process (``serve``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from servicekit import aws, migrations
+from servicekit.spec import ServiceSpec, load_spec
+from servicekit.testing import Database, MotoServer
+from servicekit.testing.moto import free_port
+
+SERVICE_DIR = Path(__file__).resolve().parents[1]
+APP, ENV = "suite", "test"
+
+
+def load_service_spec() -> ServiceSpec:
+    """``service.toml``: the only place the container's command is written."""
+    return load_spec(SERVICE_DIR / "service.toml")
+
+
+@pytest.fixture
+def spec() -> ServiceSpec:
+    return load_service_spec()
+
+
+@dataclass
+class ApiEnv:
+    """What the API is pointed at, and the environment it reads."""
+
+    database: Database
+    secret_id: str
+    queue_url: str
+
+    def set_parameter(self, name: str, value: str) -> None:
+        """A parameter under the API's Parameter Store path (``flags/accept_jobs``...)."""
+        aws.client("ssm").put_parameter(
+            Name=f"/{APP}/{ENV}/api/{name}", Value=value, Type="String", Overwrite=True
+        )
+
+    def queued_messages(self) -> list[dict[str, str]]:
+        """Every message body on the queue (received and deleted)."""
+        sqs = aws.client("sqs")
+        bodies: list[dict[str, str]] = []
+        while True:
+            messages = sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return bodies
+            for message in messages:
+                bodies.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def prepare(database: Database, monkeypatch: pytest.MonkeyPatch) -> ApiEnv:
+    """Migrate ``database``, put its secret and a queue in moto, and set the API's environment."""
+    migrations.upgrade(database.conninfo())
+    # One id per database: the process-wide secret cache outlives a test's moto state.
+    secret_id = f"{APP}/{ENV}/db/{database.dbname}"
+    aws.client("secretsmanager").create_secret(
+        Name=secret_id, SecretString=json.dumps(database.rds_secret())
+    )
+    queue_url = aws.client("sqs").create_queue(QueueName="jobs")["QueueUrl"]
+    environ = {
+        "APP_NAME": APP,
+        "APP_ENV": ENV,
+        "SERVICE_NAME": "api",
+        "DB_SECRET": secret_id,
+        "QUEUE_URL": queue_url,
+        # A test with the database down should not wait the production 5 s per request.
+        "DATABASE__POOL_TIMEOUT": "2",
+        "FLAGS_TTL_SECONDS": "0.2",
+    }
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    return ApiEnv(database, secret_id, queue_url)
+
+
+@pytest.fixture
+def api_env(aws_env: MotoServer, postgres_db: Database, monkeypatch: pytest.MonkeyPatch) -> ApiEnv:
+    return prepare(postgres_db, monkeypatch)
+
+
+@pytest.fixture
+def prepare_api(
+    aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[Database], ApiEnv]:
+    """``prepare`` for a database of the test's own (e.g. on a cluster it stops)."""
+    return lambda database: prepare(database, monkeypatch)
+
+
+@pytest.fixture
+def client(api_env: ApiEnv) -> Iterator[TestClient]:
+    """The app in-process, its lifespan run (settings loaded, pool open)."""
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., None]:
+    """``eventually(condition, timeout=30, what="")``: poll until true, fail at the deadline."""
+    return wait_until
+
+
+class Server:
+    """The container's command (``api``: gunicorn with ``api.gunicorn_conf``) as a child."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        # This process's environment, which api_env or prepare_api pointed at moto and the database.
+        env = os.environ | {"PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}
+        self.process = subprocess.Popen(
+            load_service_spec().command,
+            cwd=tempfile.gettempdir(),  # as in the image (WORKDIR /tmp): nothing read from cwd
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # Its own process group: uvicorn workers outlive a killed master, the group does not.
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def log(self) -> list[dict[str, object]]:
+        """The JSON lines written so far (a non-JSON line fails the test)."""
+        return [json.loads(line) for line in list(self.lines) if line]
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10)
+
+    def answers(self, path: str, status: int) -> bool:
+        try:
+            return self.get(path).status_code == status
+        except httpx.TransportError:
+            return False
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError("gunicorn exited:\n" + "\n".join(self.lines))
+            return self.answers("/ready", 200)
+
+        wait_until(ready, timeout, "/ready 200")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._reader.join(timeout=5)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    """``serve(workers=2)``: the container's command, ready; killed after the test if still up."""
+    started: list[Server] = []
+
+    def start(workers: int = 2) -> Server:
+        server = Server(workers)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.kill()

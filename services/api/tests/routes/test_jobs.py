@@ -1,0 +1,106 @@
+"""``/jobs`` in-process, against moto's SQS and a migrated PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import uuid4
+
+from fastapi.testclient import TestClient
+
+from servicekit.testing import MotoServer
+
+
+def test_a_job_is_stored_then_queued(client: TestClient, api_env: Any) -> None:
+    response = client.post("/jobs", json={"type": "echo", "payload": {"n": 1}})
+
+    assert response.status_code == 201
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["payload"] == {"n": 1}
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    assert api_env.queued_messages() == [{"job_id": job["id"], "type": "echo"}]
+    assert job["enqueued_at"] is not None
+    assert client.get(f"/jobs/{job['id']}").json() == job
+
+
+def test_a_retry_with_the_same_idempotency_key_returns_the_same_job(
+    client: TestClient,
+    api_env: Any,
+) -> None:
+    request = {"type": "echo", "payload": {"order": 7}}
+    headers = {"Idempotency-Key": "order-7"}
+    first = client.post("/jobs", json=request, headers=headers)
+    again = client.post("/jobs", json=request, headers=headers)
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert len(api_env.queued_messages()) == 1
+
+    reused = client.post("/jobs", json={"type": "echo", "payload": {"order": 8}}, headers=headers)
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_a_job_whose_send_fails_is_accepted_and_left_in_the_outbox(
+    client: TestClient,
+    api_env: Any,
+    aws_env: MotoServer,
+) -> None:
+    with aws_env.outage():
+        response = client.post("/jobs", json={"type": "sleep", "payload": {}})
+
+    assert response.status_code == 201
+    job = response.json()
+    assert job["enqueued_at"] is None
+    assert client.get(f"/jobs/{job['id']}").json() == job
+    assert api_env.queued_messages() == []
+
+
+def test_the_accept_jobs_flag_pauses_intake(
+    client: TestClient,
+    api_env: Any,
+    eventually: Callable[..., None],
+) -> None:
+    api_env.set_parameter("flags/accept_jobs", "false")
+
+    eventually(lambda: client.post("/jobs", json={"type": "echo"}).status_code == 503, 10)
+    response = client.post("/jobs", json={"type": "echo"})
+    assert response.json()["error"]["code"] == "intake_paused"
+    assert response.headers["retry-after"] == "5"
+    assert client.get("/jobs").status_code == 200
+
+    api_env.set_parameter("flags/accept_jobs", "true")
+    eventually(lambda: client.post("/jobs", json={"type": "echo"}).status_code == 201, 10)
+
+
+def test_an_unknown_job_is_404(client: TestClient) -> None:
+    response = client.get(f"/jobs/{uuid4()}")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "job_not_found"
+
+
+def test_jobs_are_listed_newest_first_one_page_at_a_time(client: TestClient) -> None:
+    created = [
+        client.post("/jobs", json={"type": "echo", "payload": {"i": i}}).json() for i in range(5)
+    ]
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/jobs", params=params).json()
+        seen += [job["id"] for job in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [job["id"] for job in reversed(created)]
+
+    assert len(client.get("/jobs", params={"status": "queued"}).json()["items"]) == 5
+    assert client.get("/jobs", params={"status": "succeeded"}).json()["items"] == []
+
+
+def test_a_cursor_the_api_did_not_give_is_422(client: TestClient) -> None:
+    response = client.get("/jobs", params={"cursor": "not-a-cursor"})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "query.cursor"

@@ -1,0 +1,88 @@
+"""The application factory and its lifespan."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.core.result import Ok
+
+from api.main import create_app
+from servicekit.errors import ConfigurationError
+
+
+def test_importing_the_app_builds_nothing() -> None:
+    # A clean interpreter with no settings at all: the import must not need them, nor call AWS.
+    code = (
+        "import api.main\n"
+        "from servicekit import aws, secrets\n"
+        "assert aws._clients == {} and secrets._default is None\n"
+    )
+    environ = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME")}
+    subprocess.run([sys.executable, "-c", code], env=environ, check=True, timeout=60)
+
+
+def test_a_worker_without_its_settings_does_not_start(
+    api_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QUEUE_URL")
+    with pytest.raises(ConfigurationError) as raised, TestClient(create_app()):
+        pass
+    assert "queue_url: missing" in str(raised.value)
+    assert "environment variable QUEUE_URL" in str(raised.value)
+    assert "SSM parameter /suite/test/api/queue_url" in str(raised.value)
+
+
+def test_the_openapi_schema_documents_every_route_and_the_error_shape(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+
+    assert set(schema["paths"]) == {"/health", "/ready", "/jobs", "/jobs/{job_id}"}
+    create = schema["paths"]["/jobs"]["post"]
+    assert {"200", "201", "409", "413", "422", "503", "500"} <= set(create["responses"])
+    error = create["responses"]["422"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert schema["components"]["schemas"]["JobType"]["enum"] == ["echo", "sleep", "fail"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_no_generated_request_gets_a_5xx(serve: Callable[..., Any], api_env: Any) -> None:
+    server = serve()
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    answered: Counter[int] = Counter()
+    server_errors: list[str] = []
+
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result.err()
+        operation = result.ok()
+        inputs = [operation.path_parameters, operation.query, operation.headers, operation.body]
+        # Negative cases need something to get wrong: /health and /ready take no input.
+        modes = [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * any(map(len, inputs))
+        for mode in modes:
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(
+                max_examples=100,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            def call(case: schemathesis.Case[Any]) -> None:
+                response = case.call(base_url=server.url, timeout=10)
+                answered[response.status_code] += 1
+                if response.status_code >= 500:
+                    server_errors.append(f"{case.as_curl_command()} -> {response.status_code}")
+
+            call()
+
+    assert server_errors == []
+    assert answered.total() >= 500, answered
