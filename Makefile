@@ -42,8 +42,18 @@ lint-infra: synth ## cfn-lint and checkov over the synthesized templates
 	$(UV) run cfn-lint --config-file infra/.cfnlintrc.yaml -- infra/cdk.out/*.template.json
 	bash infra/scripts/checkov.sh infra/cdk.out
 
-up: ## bring the suite up locally (docker compose)
+API_PORT ?= 8000
+export API_PORT
+
+up: ## bring the suite up locally (docker compose) and print where to look
 	docker compose up --build --detach --wait
+	@echo
+	@echo "The suite is up (docker compose ps shows it)."
+	@echo "  API docs:      http://localhost:$(API_PORT)/docs"
+	@echo "  post a job:    curl -s -X POST localhost:$(API_PORT)/jobs -H 'content-type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": \"ecs\"}}'"
+	@echo "  read it back:  curl -s localhost:$(API_PORT)/jobs/<id>"
+	@echo "  watch it:      docker compose logs -f worker scheduler"
+	@echo "  stop it:       make down"
 
 down: ## stop the suite and remove its volumes
 	docker compose down --volumes --remove-orphans
