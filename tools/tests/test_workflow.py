@@ -70,7 +70,7 @@ def test_only_the_main_branch_jobs_may_assume_an_aws_role() -> None:
     with_token = {
         name for name, job in JOBS.items() if job.get("permissions", {}).get("id-token") == "write"
     }
-    assert with_token == {"push", "deploy"}
+    assert with_token == {"registry", "push", "deploy"}
     assert "refs/heads/main" in JOBS["push"]["if"]
     assert JOBS["deploy"]["needs"] == "push"
     # No long-lived keys: roles come from OIDC only.

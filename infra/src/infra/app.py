@@ -1,4 +1,5 @@
-"""The CDK app: network, platform, then one stack per service folder."""
+"""The CDK app: the registry (one per account and region), then the environment's network,
+platform and one stack per service folder."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from infra.config import EnvConfig
 from infra.feature_flags import CDK_JSON
 from infra.network import NetworkStack
 from infra.platform import PlatformStack
+from infra.registry import RegistryStack
 from infra.service import ServiceStack
 from servicekit.spec import ServiceSpec, load_specs
 
@@ -48,7 +50,16 @@ def build_app(
 
 
 def build_stacks(app: App, config: EnvConfig, specs: Mapping[str, ServiceSpec]) -> None:
+    config.check_services(specs)
     environment = Environment(account=config.account, region=config.region)
+    registry = RegistryStack(
+        app,
+        f"{config.app}-registry",
+        app=config.app,
+        services=specs,
+        env=environment,
+        description=f"{config.app}: the services' ECR repositories, shared by every environment",
+    )
     network = NetworkStack(
         app,
         f"{config.prefix}-network",
@@ -63,9 +74,9 @@ def build_stacks(app: App, config: EnvConfig, specs: Mapping[str, ServiceSpec]) 
         network=network,
         specs=specs,
         env=environment,
-        description=f"{config.prefix}: cluster, capacity, registries, load balancers, queues, db",
+        description=f"{config.prefix}: cluster, capacity, load balancers, queues, database",
     )
-    for name, spec in specs.items():
+    services = [
         ServiceStack(
             app,
             f"{config.prefix}-{name}",
@@ -75,5 +86,12 @@ def build_stacks(app: App, config: EnvConfig, specs: Mapping[str, ServiceSpec]) 
             env=environment,
             description=f"{config.prefix}: the {name} service",
         )
-    for key, value in (("app", config.app), ("env", config.env)):
-        Tags.of(app).add(key, value)
+        for name, spec in specs.items()
+    ]
+    for service in services:
+        # Its image and the collector's come from the registry's repositories and cache rule.
+        service.add_stack_dependency(registry)
+    Tags.of(app).add("app", config.app)
+    # Not the registry: every environment deploys it, and would retag it with its own name.
+    for stack in (network, platform, *services):
+        Tags.of(stack).add("env", config.env)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_cdk import aws_logs as logs
@@ -12,6 +14,7 @@ from constructs import Node
 __all__ = ["EnvConfig"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
     3: logs.RetentionDays.THREE_DAYS,
@@ -46,6 +49,7 @@ class EnvConfig:
     max_azs: int = 2
     nat_gateways: int = 1
     image_tag: str = "bootstrap"
+    image_digests: Mapping[str, str] = field(default_factory=dict)
     log_retention_days: int = 30
     db_instance_type: str = "t4g.medium"
     db_multi_az: bool = True
@@ -72,13 +76,22 @@ class EnvConfig:
         """``/{app}/{env}/{scope}``: where servicekit reads settings and flags."""
         return f"/{self.app}/{self.env}/{scope}"
 
-    def repository_name(self, service: str) -> str:
-        """``{app}/{env}/{service}``: the service's ECR repository."""
-        return f"{self.app}/{self.env}/{service}"
+    def image_tag_or_digest(self, service: str) -> str:
+        """The service's pinned digest (``imageDigests``), else ``imageTag``."""
+        return self.image_digests.get(service, self.image_tag)
 
     def secret_name(self, name: str) -> str:
         """``{app}/{env}/{name}``: the Secrets Manager naming of ARCHITECTURE.md."""
         return f"{self.app}/{self.env}/{name}"
+
+    def check_services(self, services: Collection[str]) -> None:
+        """A digest for a service without a folder is a typo or a stale list: refuse it."""
+        unknown = sorted(set(self.image_digests) - set(services))
+        if unknown:
+            raise ContextError(
+                f"imageDigests names no service folder services/<name>/: {', '.join(unknown)} "
+                f"(services: {', '.join(services) or 'none'})"
+            )
 
     @classmethod
     def from_context(cls, node: Node) -> EnvConfig:
@@ -103,6 +116,7 @@ class EnvConfig:
             max_azs=int(get("maxAzs", 2)),
             nat_gateways=int(get("natGateways", 1)),
             image_tag=str(get("imageTag", "bootstrap")),
+            image_digests=_image_digests(get("imageDigests")),
             log_retention_days=int(get("logRetentionDays", 30)),
             db_instance_type=str(get("dbInstanceType", "t4g.medium")),
             db_multi_az=_boolean(get("dbMultiAz", True)),
@@ -131,6 +145,11 @@ class EnvConfig:
             )
         if not self.certificate_arn.startswith("arn:"):
             problems.append(f"certificateArn {self.certificate_arn!r} is not an ARN")
+        problems.extend(
+            f"imageDigests: {service}'s {digest!r} is not an image digest (sha256:<64 hex digits>)"
+            for service, digest in self.image_digests.items()
+            if not _DIGEST.fullmatch(digest)
+        )
         if problems:
             raise ContextError("; ".join(problems))
 
@@ -140,3 +159,22 @@ def _boolean(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes"}
     return bool(value)
+
+
+def _image_digests(value: object) -> dict[str, str]:
+    """``{service: "sha256:..."}`` from an object (cdk.json) or its JSON text (``-c``)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ContextError(
+                f'imageDigests is not JSON ({error.msg}): {{"<service>": "sha256:...", ...}}'
+            ) from error
+    if not isinstance(value, Mapping):
+        raise ContextError(
+            f"imageDigests must map service names to digests, not {type(value).__name__}"
+        )
+    # str() keeps a non-string value for validate() to name with its service.
+    return {str(service): str(digest) for service, digest in value.items()}

@@ -1,9 +1,10 @@
-"""The platform stack: what the services share and what outlives any one of them.
+"""The platform stack: what an environment's services share and what outlives any one of them.
 
-The cluster and its capacity providers, the Cloud Map namespace, one ECR repository and one
-load balancer per service (so a service's address and images survive redeploying or replacing
-its stack), the queues (they hold work in flight), the database with its rotating secrets, the
-WAF web ACL, the access-log bucket, the alarm topic and the shared parameters.
+The cluster and its capacity providers, the Cloud Map namespace, one load balancer per service
+(so a service's address survives redeploying or replacing its stack), the queues (they hold work
+in flight), the database with its rotating secrets, the WAF web ACL, the access-log bucket, the
+alarm topic and the shared parameters. The images are not the environment's: their repositories
+are in the registry stack.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
@@ -42,9 +42,6 @@ __all__ = ["LoadBalancer", "PlatformStack"]
 
 POSTGRES_PORT = 5432
 HTTPS_PORT = 443
-# The pull-through cache prefix for ECR Public: sidecar images come through the account's own
-# registry, so they pull over the ECR endpoints even when there is no NAT gateway.
-ECR_PUBLIC_PREFIX = "ecr-public"
 DB_APP_USER = "app"
 DB_MASTER_USER = "postgres_admin"
 ROTATION_DAYS = 30
@@ -113,14 +110,6 @@ class PlatformStack(Stack):
             enable_fargate_capacity_providers=True,
         )
         self.capacity_providers = self._ec2_capacity()
-
-        self.repositories = {name: self._repository(spec) for name, spec in specs.items()}
-        ecr.CfnPullThroughCacheRule(
-            self,
-            "EcrPublicCache",
-            ecr_repository_prefix=ECR_PUBLIC_PREFIX,
-            upstream_registry_url="public.ecr.aws",
-        )
 
         self.queues, self.dead_letter_queues = self._queues(specs)
         self._database()
@@ -267,33 +256,6 @@ class PlatformStack(Stack):
             "ecs:DiscoverPollEndpoint, ecs:Submit*) take no resource ARN",
         )
         return providers
-
-    # -- images -----------------------------------------------------------------------------
-
-    def _repository(self, spec: ServiceSpec) -> ecr.Repository:
-        return ecr.Repository(
-            self,
-            f"Repo{_pascal(spec.name)}",
-            repository_name=self.config.repository_name(spec.name),
-            image_scan_on_push=True,
-            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
-            encryption=ecr.RepositoryEncryption.KMS,
-            removal_policy=RemovalPolicy.RETAIN,
-            lifecycle_rules=[
-                ecr.LifecycleRule(
-                    description="untagged layers of failed or superseded pushes",
-                    tag_status=ecr.TagStatus.UNTAGGED,
-                    max_image_age=Duration.days(7),
-                    rule_priority=1,
-                ),
-                ecr.LifecycleRule(
-                    description="keep the last 50 images: rollbacks reach far enough back",
-                    tag_status=ecr.TagStatus.ANY,
-                    max_image_count=50,
-                    rule_priority=2,
-                ),
-            ],
-        )
 
     # -- queues -----------------------------------------------------------------------------
 

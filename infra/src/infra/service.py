@@ -35,7 +35,8 @@ from constructs import Construct
 
 from infra.checks import SSE_SQS, acknowledge_nag, acknowledge_wildcard, skip_checkov
 from infra.config import EnvConfig
-from infra.platform import ECR_PUBLIC_PREFIX, HTTPS_PORT, LoadBalancer, PlatformStack, _pascal
+from infra.platform import HTTPS_PORT, LoadBalancer, PlatformStack, _pascal
+from infra.registry import ECR_PUBLIC_PREFIX, repository_name
 from infra.schedules import load_schedules, run_command
 from servicekit.spec import (
     BlueGreenController,
@@ -329,10 +330,16 @@ class ServiceStack(Stack):
             # The root filesystem is read-only: /tmp is a task volume (Fargate has no tmpfs).
             volumes=[ecs.Volume(name="tmp")],
         )
-        # By name (the platform creates it): the image URI stays a literal in the template.
+        # By name (the registry stack creates it): the image URI stays a literal in the template.
         repository = ecr.Repository.from_repository_name(
-            self, "Repository", config.repository_name(spec.name)
+            self, "Repository", repository_name(config.app, spec.name)
         )
+        if config.image_digests and spec.name not in config.image_digests:
+            Annotations.of(self).add_warning_v2(
+                "infra:imageTagFallback",
+                f"imageDigests pins no image for {spec.name}: it runs the imageTag "
+                f"{config.image_tag!r}, whatever it ran before",
+            )
         logging = ecs.LogDrivers.aws_logs(
             stream_prefix=spec.name,
             log_group=self.log_group,
@@ -359,7 +366,10 @@ class ServiceStack(Stack):
         )
         app = task_definition.add_container(
             APP_CONTAINER,
-            image=ecs.ContainerImage.from_ecr_repository(repository, tag=config.image_tag),
+            # A digest renders as repository@sha256:..., the image `suite push` pushed.
+            image=ecs.ContainerImage.from_ecr_repository(
+                repository, tag=config.image_tag_or_digest(spec.name)
+            ),
             essential=True,
             # The spec's command is the one place it is written (scheduled runs override it).
             command=list(spec.command),

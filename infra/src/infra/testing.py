@@ -11,9 +11,10 @@ from aws_cdk.assertions import Template
 
 from infra.app import build_app
 
-__all__ = ["PREFIX", "Assembly", "container", "policy_statements", "synthesize"]
+__all__ = ["PREFIX", "REGISTRY", "Assembly", "container", "policy_statements", "synthesize"]
 
 PREFIX = "suite-dev"
+REGISTRY = "suite-registry"
 
 
 @dataclass
@@ -24,13 +25,17 @@ class Assembly:
     report: dict[str, Any]
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def _template(self, stack: str) -> dict[str, Any]:
+        """``stack``: an environment's stack without ``{PREFIX}-``, or ``REGISTRY``."""
+        return self.templates[stack if stack == REGISTRY else f"{PREFIX}-{stack}"]
+
     def template(self, stack: str) -> Template:
-        return Template.from_json(self.templates[f"{PREFIX}-{stack}"])
+        return Template.from_json(self._template(stack))
 
     def resources(self, stack: str, kind: str) -> dict[str, dict[str, Any]]:
         return {
             key: value
-            for key, value in self.templates[f"{PREFIX}-{stack}"]["Resources"].items()
+            for key, value in self._template(stack)["Resources"].items()
             if value["Type"] == kind
         }
 

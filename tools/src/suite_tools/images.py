@@ -61,7 +61,7 @@ __all__ = [
 DEFAULT_APP = "suite"
 Write = Callable[[str], None]
 
-# The same rules the infra gives the repositories it declares (infra/src/infra/platform.py).
+# The same rules the infra gives the repositories it declares (infra/src/infra/registry.py).
 # Deployments pin digests, so an image still running must never expire: 50 images reach back
 # further than any rollback.
 LIFECYCLE_POLICY: Mapping[str, Any] = {
