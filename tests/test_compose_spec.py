@@ -60,9 +60,12 @@ def test_only_external_services_are_published(spec: ServiceSpec) -> None:
         assert ports == []
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [spec for spec in SPECS.values() if spec.exposure is Exposure.INTERNAL],
+    ids=lambda spec: spec.name,
+)
 def test_internal_services_answer_on_their_cloud_map_name(spec: ServiceSpec) -> None:
-    if spec.exposure is not Exposure.INTERNAL:
-        pytest.skip("only internal services are reached by name")
     environment = SERVICES[spec.name]["environment"]
     name = f"{spec.name}.{environment['APP_ENV']}.{environment['APP_NAME']}.internal"
     assert name in SERVICES[spec.name]["networks"]["default"]["aliases"]
