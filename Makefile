@@ -24,6 +24,7 @@ lint: .venv/.synced ## ruff (lint and format check) and mypy
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy $(MYPY_PATHS)
+	$(UV) run hadolint Dockerfile .ci/standins/*/Dockerfile
 
 typecheck: .venv/.synced
 	$(UV) run mypy $(MYPY_PATHS)
