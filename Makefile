@@ -33,8 +33,9 @@ fmt: .venv/.synced ## format and fix what ruff can
 	$(UV) run ruff format .
 	$(UV) run ruff check --fix .
 
-bench: .venv/.synced ## run the benchmarks (not part of `make test`)
-	$(UV) run python bench/config.py
+bench: .venv/.synced ## run every benchmark, write BENCHMARKS.md (5-8 min; not part of `make test`)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
+	$(UV) run --group bench python bench/report.py
 
 synth: .venv/.synced ## synthesize the CDK app into infra/cdk.out
 	cd infra && JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(UV) run python app.py

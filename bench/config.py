@@ -10,13 +10,16 @@
 
 moto runs in this process (ThreadedMotoServer). Rounds alternate between the contenders; the
 figures are medians with [min-max] over the rounds. Targets: no more calls than Powertools;
-a cached read at most half of Powertools'. Nothing here asserts on a timing.
+a cached read at most half of Powertools'. Nothing here asserts on a timing. ``--json PATH`` also
+writes every figure for ``bench/report.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib
+import json
 import os
 import platform
 import statistics
@@ -24,11 +27,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Literal
 
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 from pydantic import create_model
+
 from servicekit import aws
 from servicekit.secrets import SecretCache
 from servicekit.settings import ServiceSettings
@@ -50,6 +55,15 @@ PT_SAME_WORK = "Powertools get_parameters, both paths"
 SK_READ = "servicekit SecretCache.get"
 PT_READ = "Powertools get_secret (warm)"
 CACHING_READ = "aws-secretsmanager-caching get_secret_string"
+# Stable names for the JSON output.
+KEYS = {
+    OURS: "servicekit_load",
+    PT_ONE_PATH: "powertools_one_path",
+    PT_SAME_WORK: "powertools_both_paths",
+    SK_READ: "servicekit_read",
+    PT_READ: "powertools_read",
+    CACHING_READ: "caching_read",
+}
 # Reads per round, so that each round lasts roughly 30-150 ms whatever the per-read cost.
 READS = {SK_READ: 200_000, PT_READ: 20_000, CACHING_READ: 2_000}
 
@@ -233,7 +247,47 @@ def report(
         )
 
 
+def write_json(
+    path: Path,
+    load_ms: dict[str, list[float]],
+    load_calls: dict[str, Counter[str]],
+    read_ns: dict[str, list[float]],
+) -> None:
+    def figures(values: list[float]) -> dict[str, Any]:
+        return {
+            "values": values,
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+        }
+
+    document = {
+        "parameters": PARAMETERS,
+        "load_rounds": LOAD_ROUNDS,
+        "read_rounds": READ_ROUNDS,
+        "versions": {name: version(name) for name in ("moto", "aws-lambda-powertools")},
+        "load_ms": {
+            KEYS[name]: figures(values)
+            | {
+                "label": name,
+                "calls": sum(load_calls[name].values()),
+                "calls_by_path": dict(load_calls[name]),
+            }
+            for name, values in load_ms.items()
+        },
+        "read_ns": {
+            KEYS[name]: figures(values) | {"label": name, "reads_per_round": READS[name]}
+            for name, values in read_ns.items()
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
     server = MotoServer()
     server.start()
     os.environ.update(fake_aws_environment(server.endpoint_url, REGION))
@@ -245,6 +299,8 @@ def main() -> None:
     finally:
         server.stop()
     report(load_ms, load_calls, read_ns, skipped)
+    if args.json:
+        write_json(args.json, load_ms, load_calls, read_ns)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,21 @@ moto's ReceiveMessage slows in proportion to the backlog, so two producer thread
 BACKLOG (sent minus finished, 30 by default: BENCH_BACKLOG) during every measurement, and the
 backlog held is printed. At 50 every variant but the naive ones is bound by moto at about the
 same rate; at 30 moto leaves more room and the consumer's own cost shows. moto runs in its own
-process (its own GIL), as a real SQS endpoint would be remote. BENCH_ROUNDS and BENCH_SECONDS
-shorten a run.
+process (its own GIL), as a real SQS endpoint would be remote. ``--rounds`` and ``--seconds``
+(or BENCH_ROUNDS and BENCH_SECONDS) shorten a run.
+
+``--sweep 1,2,4,8,16,32`` then runs the consumer with the 20 ms handler at each of those handler
+concurrencies (same queue, same held backlog): throughput against concurrency. ``--json PATH``
+also writes every figure for ``bench/report.py``.
 
 Targets: (b) >= 5x naive (20 ms) and >= 0.8 ceiling; (a) >= 0.8 ceiling.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import logging
 import os
 import statistics
@@ -29,6 +35,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -178,14 +185,14 @@ class Producer:
 Variant = Callable[[str, threading.Event, Counter], Callable[[], None]]
 
 
-def measure(url: str, variant: Variant) -> tuple[float, Producer]:
+def measure(url: str, variant: Variant, seconds: float) -> tuple[float, Producer]:
     done = Counter()
     stop = threading.Event()
     with Producer(url, lambda: done.value) as producer:
         finish = variant(url, stop, done)
         time.sleep(WARMUP)
         start_count, started = done.value, time.perf_counter()
-        time.sleep(SECONDS)
+        time.sleep(seconds)
         rate = (done.value - start_count) / (time.perf_counter() - started)
         stop.set()
         finish()
@@ -235,7 +242,7 @@ def ceiling(url: str, stop: threading.Event, done: Counter) -> Callable[[], None
     return threads(loop, RECEIVERS)
 
 
-def consumer(handle: Callable[[], None]) -> Variant:
+def consumer(handle: Callable[[], None], concurrency: int = CONCURRENCY) -> Variant:
     def variant(url: str, stop: threading.Event, done: Counter) -> Callable[[], None]:
         def handler(delivery: Delivery[Job]) -> None:
             handle()
@@ -245,7 +252,7 @@ def consumer(handle: Callable[[], None]) -> Variant:
             url,
             Job,
             handler,
-            concurrency=CONCURRENCY,
+            concurrency=concurrency,
             receivers=RECEIVERS,
             wait_time_seconds=1,
             metrics=Metrics("Bench", {"Service": "bench"}),
@@ -273,47 +280,115 @@ VARIANTS: dict[str, Variant] = {
     A: consumer(noop),
     B: consumer(io_wait),
 }
+# Stable names for the JSON output.
+KEYS = {
+    NAIVE_NOOP: "naive_noop",
+    NAIVE_IO: "naive_io",
+    CEILING: "ceiling",
+    A: "consumer_noop",
+    B: "consumer_io",
+}
+
+
+class Results:
+    """msg/s per round, and the backlog samples of every round, by variant name."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.rates: dict[str, list[float]] = {}
+        self.backlog: dict[str, list[int]] = {}
+        self.outstanding: dict[str, list[int]] = {}
+
+    def run(self, url: str, name: str, variant: Variant, label: str) -> None:
+        # The EMF lines the consumer writes count in its cost, but not on the screen.
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            rate, producer = measure(url, variant, self.seconds)
+        self.rates.setdefault(name, []).append(rate)
+        self.backlog.setdefault(name, []).extend(producer.samples)
+        self.outstanding.setdefault(name, []).extend(producer.outstanding)
+        print(f"  {label}: {name:<38} {rate:7.0f} msg/s", flush=True)
+
+    def figures(self, name: str) -> dict[str, Any]:
+        rates = self.rates[name]
+        return {
+            "rates": rates,
+            "median": statistics.median(rates),
+            "min": min(rates),
+            "max": max(rates),
+            "backlog_visible_median": statistics.median(self.backlog[name] or [0]),
+            "backlog_visible_max": max(self.backlog[name], default=0),
+            "outstanding_max": max(self.outstanding[name], default=0),
+        }
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="measured per variant")
+    parser.add_argument(
+        "--sweep",
+        type=lambda text: [int(level) for level in text.split(",") if level],
+        default=[],
+        help="handler concurrencies for the 20 ms consumer, e.g. 1,2,4,8,16,32",
+    )
+    parser.add_argument("--sweep-rounds", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
     # moto 5.2 rebuilds a queue's message list on delete without the lock its sends take, so a
     # send racing a delete can lose a message now and then; the consumer then logs the refused
     # delete entry (ReceiptHandleIsInvalid) as a warning. Keep the figures readable.
     logging.basicConfig(level=logging.ERROR)
-    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    backlog: dict[str, list[int]] = {name: [] for name in VARIANTS}
-    outstanding: dict[str, list[int]] = {name: [] for name in VARIANTS}
+    results, sweep = Results(args.seconds), Results(args.seconds)
     with moto_process() as endpoint:
         os.environ.update(fake_aws_environment(endpoint))
         aws.reset_clients()
         url = make_queue()
         print(
-            f"moto in its own process; {ROUNDS} rounds x {SECONDS:.0f} s per variant; "
+            f"moto in its own process; {args.rounds} rounds x {args.seconds:g} s per variant; "
             f"consumer: {RECEIVERS} receivers, {CONCURRENCY} handler threads",
             flush=True,
         )
-        for round_ in range(ROUNDS):
+        for round_ in range(args.rounds):
             for name, variant in VARIANTS.items():
-                # The EMF lines the consumer writes count in its cost, but not on the screen.
-                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                    rate, producer = measure(url, variant)
-                rates[name].append(rate)
-                backlog[name] += producer.samples
-                outstanding[name] += producer.outstanding
-                print(f"  round {round_ + 1}: {name:<38} {rate:7.0f} msg/s", flush=True)
+                results.run(url, name, variant, f"round {round_ + 1}")
+        for round_ in range(args.sweep_rounds if args.sweep else 0):
+            for level in args.sweep:
+                name = f"(b) consumer, 20 ms handler, {level:>2} threads"
+                sweep.run(url, name, consumer(io_wait, level), f"sweep {round_ + 1}")
 
-    median = {name: statistics.median(values) for name, values in rates.items()}
+    figures = {name: results.figures(name) for name in results.rates}
+    median = {name: figure["median"] for name, figure in figures.items()}
     print(f"\n{'variant (median)':<40} {'msg/s':>7}   backlog: visible median/max, outstanding max")
-    for name, value in median.items():
+    for name, figure in figures.items():
         print(
-            f"{name:<40} {value:7.0f}   {statistics.median(backlog[name]):4.0f} /"
-            f" {max(backlog[name]):3d}, {max(outstanding[name]):3d}"
+            f"{name:<40} {figure['median']:7.0f}   {figure['backlog_visible_median']:4.0f} /"
+            f" {figure['backlog_visible_max']:3d}, {figure['outstanding_max']:3d}"
         )
     print()
     print(f"(b) / naive (20 ms)   {median[B] / median[NAIVE_IO]:5.1f}x   (target >= 5x)")
     print(f"(b) / ceiling         {median[B] / median[CEILING]:5.2f}    (target >= 0.8)")
     print(f"(a) / ceiling         {median[A] / median[CEILING]:5.2f}    (target >= 0.8)")
     print(f"(a) / naive (no-op)   {median[A] / median[NAIVE_NOOP]:5.1f}x")
+    if args.sweep:
+        print(f"\nconsumer, 20 ms handler, by handler threads ({args.sweep_rounds} rounds, median)")
+        for name, values in sweep.rates.items():
+            print(f"{name:<46} {statistics.median(values):7.0f} msg/s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "backlog_limit": BACKLOG,
+            "receivers": RECEIVERS,
+            "concurrency": CONCURRENCY,
+            "handler_io_ms": IO_WAIT * 1000,
+            "variants": {KEYS[name]: figure | {"label": name} for name, figure in figures.items()},
+            "sweep": [
+                {"concurrency": level, **sweep.figures(name)}
+                for level, name in zip(args.sweep, sweep.rates, strict=True)
+            ],
+        }
+        args.json.write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":
