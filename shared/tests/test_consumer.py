@@ -24,58 +24,11 @@ from servicekit.consumer import (
 )
 from servicekit.errors import ConfigurationError
 from servicekit.metrics import Metrics
-from servicekit.testing import MotoServer
+from servicekit.testing import MotoServer, create_queue, queue_counts, send_messages, wait_until
 
 
 class Task(BaseModel):
     n: int
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.02)
-
-
-def make_queue(visibility: int = 30, max_receive: int = 3, *, dlq: bool = True) -> tuple[str, str]:
-    sqs = aws.client("sqs")
-    dlq_url = sqs.create_queue(QueueName="work-dlq")["QueueUrl"]
-    attributes: dict[Any, str] = {"VisibilityTimeout": str(visibility)}
-    if dlq:
-        arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
-        policy = {
-            "deadLetterTargetArn": arn["Attributes"]["QueueArn"],
-            "maxReceiveCount": max_receive,
-        }
-        attributes["RedrivePolicy"] = json.dumps(policy)
-    url = sqs.create_queue(QueueName="work", Attributes=attributes)["QueueUrl"]
-    return url, dlq_url
-
-
-def send(url: str, *bodies: str) -> None:
-    sqs = aws.client("sqs")
-    for start in range(0, len(bodies), 10):
-        sqs.send_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "MessageBody": body}
-                for i, body in enumerate(bodies[start : start + 10])
-            ],
-        )
-
-
-def counts(url: str) -> tuple[int, int]:
-    """(visible, in flight) messages of a queue."""
-    attributes = aws.client("sqs").get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
 
 
 def receive_all(url: str) -> list[Any]:
@@ -107,7 +60,7 @@ def consumer(
 
 
 def test_processes_and_deletes_in_batches(aws_env: MotoServer) -> None:
-    url, _ = make_queue()
+    url, _ = create_queue("work")
     seen: list[int] = []
     lock = threading.Lock()
 
@@ -125,8 +78,8 @@ def test_processes_and_deletes_in_batches(aws_env: MotoServer) -> None:
     try:
         work = consumer(url, handle, concurrency=4, receivers=2)
         with running(work):
-            send(url, *(json.dumps({"n": n}) for n in range(40)))
-            wait_until(lambda: work.stats().processed == 40 and counts(url) == (0, 0))
+            send_messages(url, *(json.dumps({"n": n}) for n in range(40)))
+            wait_until(lambda: work.stats().processed == 40 and queue_counts(url) == (0, 0))
     finally:
         sqs.meta.events.unregister("provide-client-params.sqs.DeleteMessageBatch", count_deletes)
     assert sorted(seen) == list(range(40))
@@ -136,15 +89,15 @@ def test_processes_and_deletes_in_batches(aws_env: MotoServer) -> None:
 
 
 def test_poison_goes_to_the_dlq_at_once(aws_env: MotoServer) -> None:
-    url, dlq_url = make_queue(visibility=30)
+    url, dlq_url = create_queue("work", visibility=30)
     seen: list[int] = []
     poisoned: list[Poison] = []
     work = consumer(url, lambda d: seen.append(d.body.n), on_poison=poisoned.append)
     with running(work):
-        send(url, '{"n": 1}', '{"n": "not a number"}', "not json", '{"n": 2}')
+        send_messages(url, '{"n": 1}', '{"n": "not a number"}', "not json", '{"n": 2}')
         # With a 30 s visibility timeout, a retry would take 30 s: these arrive at once.
-        wait_until(lambda: counts(dlq_url)[0] == 2 and sorted(seen) == [1, 2])
-        wait_until(lambda: counts(url) == (0, 0))
+        wait_until(lambda: queue_counts(dlq_url)[0] == 2 and sorted(seen) == [1, 2])
+        wait_until(lambda: queue_counts(url) == (0, 0))
     dead = receive_all(dlq_url)
     assert sorted(m["Body"] for m in dead) == sorted(['{"n": "not a number"}', "not json"])
     reasons = {
@@ -156,7 +109,7 @@ def test_poison_goes_to_the_dlq_at_once(aws_env: MotoServer) -> None:
 
 
 def test_failing_handler_is_retried_then_redriven(aws_env: MotoServer) -> None:
-    url, dlq_url = make_queue(visibility=30, max_receive=3)
+    url, dlq_url = create_queue("work", visibility=30, max_receive=3)
     attempts: list[tuple[int, bool]] = []
 
     def fail(delivery: Delivery[Task]) -> None:
@@ -165,16 +118,16 @@ def test_failing_handler_is_retried_then_redriven(aws_env: MotoServer) -> None:
 
     work = consumer(url, fail)
     with running(work):
-        send(url, '{"n": 1}')
-        wait_until(lambda: counts(dlq_url)[0] == 1, timeout=20)
+        send_messages(url, '{"n": 1}')
+        wait_until(lambda: queue_counts(dlq_url)[0] == 1, timeout=20)
     # The backoff (1 s here), not the 30 s visibility timeout, paced the retries.
     assert attempts == [(1, False), (2, False), (3, True)]
     assert work.stats().failed == 3
-    assert counts(url) == (0, 0)
+    assert queue_counts(url) == (0, 0)
 
 
 def test_heartbeat_keeps_a_long_handler_invisible(aws_env: MotoServer) -> None:
-    url, _ = make_queue(visibility=2)
+    url, _ = create_queue("work", visibility=2)
     release = threading.Event()
     calls: list[int] = []
 
@@ -184,7 +137,7 @@ def test_heartbeat_keeps_a_long_handler_invisible(aws_env: MotoServer) -> None:
 
     work = consumer(url, slow)
     with running(work):
-        send(url, '{"n": 1}')
+        send_messages(url, '{"n": 1}')
         wait_until(lambda: calls)
         # A competing consumer polls for two and a half visibility timeouts: it sees nothing.
         deadline = time.monotonic() + 5
@@ -192,12 +145,12 @@ def test_heartbeat_keeps_a_long_handler_invisible(aws_env: MotoServer) -> None:
             assert receive_all(url) == []
             time.sleep(0.05)  # pacing the competing poll, not synchronisation
         release.set()
-        wait_until(lambda: counts(url) == (0, 0))
+        wait_until(lambda: queue_counts(url) == (0, 0))
     assert calls == [1]
 
 
 def test_stop_releases_waiting_messages_and_finishes_running_ones(aws_env: MotoServer) -> None:
-    url, _ = make_queue(visibility=30)
+    url, _ = create_queue("work", visibility=30)
     release = threading.Event()
     started: list[int] = []
 
@@ -209,28 +162,28 @@ def test_stop_releases_waiting_messages_and_finishes_running_ones(aws_env: MotoS
     stop = threading.Event()
     thread = threading.Thread(target=work.run, args=(stop,))
     thread.start()
-    send(url, *(json.dumps({"n": n}) for n in range(6)))
+    send_messages(url, *(json.dumps({"n": n}) for n in range(6)))
     wait_until(lambda: len(started) == 2 and work.stats().in_flight == 6)
     stop.set()
     # The four waiting messages are visible again at once, not after 30 s.
-    wait_until(lambda: counts(url) == (4, 2))
+    wait_until(lambda: queue_counts(url) == (4, 2))
     assert thread.is_alive(), "run() returned while handlers were running"
     release.set()
     thread.join(timeout=10)
     assert not thread.is_alive()
-    assert counts(url) == (4, 0)
+    assert queue_counts(url) == (4, 0)
     assert len(started) == 2
     assert work.stats().processed == 2
 
 
 def test_grace_period_bounds_the_drain(aws_env: MotoServer) -> None:
-    url, _ = make_queue()
+    url, _ = create_queue("work")
     release = threading.Event()
     work = consumer(url, lambda d: release.wait(timeout=30), grace_period=0.5)
     stop = threading.Event()
     thread = threading.Thread(target=work.run, args=(stop,))
     thread.start()
-    send(url, '{"n": 1}')
+    send_messages(url, '{"n": 1}')
     wait_until(lambda: work.stats().running == 1)
     stopped = time.monotonic()
     stop.set()
@@ -240,7 +193,7 @@ def test_grace_period_bounds_the_drain(aws_env: MotoServer) -> None:
 
 
 def test_a_queue_without_dead_letter_queue_is_refused(aws_env: MotoServer) -> None:
-    url, _ = make_queue(dlq=False)
+    url, _ = create_queue("work", max_receive=None)
     with pytest.raises(ConfigurationError, match="RedrivePolicy"):
         consumer(url, lambda d: None).run(threading.Event())
 
@@ -248,22 +201,22 @@ def test_a_queue_without_dead_letter_queue_is_refused(aws_env: MotoServer) -> No
 def test_failed_delete_entries_are_reported(
     aws_env: MotoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url, _ = make_queue()
+    url, _ = create_queue("work")
     sqs = aws.client("sqs")
 
     # The queue is purged under the handler: its receipt handle is no longer valid.
     work = consumer(url, lambda d: sqs.purge_queue(QueueUrl=url))
     with caplog.at_level(logging.WARNING, logger="servicekit.consumer"), running(work):
-        send(url, '{"n": 1}')
+        send_messages(url, '{"n": 1}')
         wait_until(lambda: "delete refused" in caplog.text)
     assert "ReceiptHandleIsInvalid" in caplog.text
 
 
 def test_metrics(aws_env: MotoServer, capsys: pytest.CaptureFixture[str]) -> None:
-    url, _ = make_queue()
+    url, _ = create_queue("work")
     work = consumer(url, lambda d: None, metrics=Metrics("Test", {"Service": "worker"}))
     with running(work):
-        send(url, '{"n": 1}')
+        send_messages(url, '{"n": 1}')
         wait_until(lambda: work.stats().processed == 1)
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     emitted = next(d for d in documents if "Processed" in d)
@@ -313,7 +266,7 @@ def agent() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def test_task_protection_held_while_busy(aws_env: MotoServer) -> None:
-    url, _ = make_queue()
+    url, _ = create_queue("work")
     release = threading.Event()
     with agent() as (agent_uri, requests):
         protection = TaskProtection.from_environment(
@@ -323,7 +276,7 @@ def test_task_protection_held_while_busy(aws_env: MotoServer) -> None:
         work = consumer(url, lambda d: release.wait(timeout=30), protection=protection)
         with running(work):
             assert requests == []  # idle: nothing to protect
-            send(url, '{"n": 1}')
+            send_messages(url, '{"n": 1}')
             wait_until(lambda: requests)
             assert requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 5}]
             release.set()

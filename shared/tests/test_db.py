@@ -6,7 +6,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,12 +15,12 @@ import psycopg
 import pytest
 
 from servicekit import aws
-from servicekit.db import Database, DatabaseSettings
+from servicekit.db import Database, DatabaseServiceSettings, DatabaseSettings, open_database
 from servicekit.errors import DependencyUnavailable
 from servicekit.secrets import SecretCache
 from servicekit.settings import RdsSecret, SecretRef
 from servicekit.testing import Database as PgDatabase
-from servicekit.testing import MotoServer, PostgresCluster
+from servicekit.testing import MotoServer, PostgresCluster, wait_until
 
 SMALL_POOL = DatabaseSettings(pool_min_size=3, pool_size=3, pool_timeout=5)
 
@@ -51,13 +51,6 @@ class CachedCredentials:
     def refresh(self) -> RdsSecret:
         self.cache.refresh(self.secret_id)
         return self.get()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def ready(database: Database) -> bool:
@@ -185,7 +178,7 @@ def test_single_user_rotation_needs_no_redeploy(
     # so the new password can only come from the refresh after the refused login.
     database = Database(SecretRef(secret_id, RdsSecret), SMALL_POOL, name=name)
     with database, Load(database).running() as load:
-        wait_for(lambda: load.done > 50, what="load before the rotation")
+        wait_until(lambda: load.done > 50, what="load before the rotation")
 
         new_password = secrets.token_urlsafe(18)
         postgres_cluster.execute(f"ALTER ROLE {postgres_db.username} PASSWORD '{new_password}'")
@@ -199,8 +192,8 @@ def test_single_user_rotation_needs_no_redeploy(
             opened = backends(postgres_cluster, name)
             return len(opened) == 3 and all(started > rotated_at for _, started in opened)
 
-        wait_for(all_new, what="every connection to log in again")
-        wait_for(lambda: load.done > served_before + 50, what="load after the rotation")
+        wait_until(all_new, what="every connection to log in again")
+        wait_until(lambda: load.done > served_before + 50, what="load after the rotation")
 
     assert load.failures == []
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
@@ -224,21 +217,21 @@ def test_alternating_users_rotation_moves_to_the_other_user(
     database = Database(credentials, SMALL_POOL, name=name)
     try:
         with database, Load(database).running() as load:
-            wait_for(lambda: load.done > 50, what="load before the rotation")
+            wait_until(lambda: load.done > 50, what="load before the rotation")
             rotate_secret(
                 secret_id,
                 postgres_db.rds_secret() | {"username": clone, "password": clone_password},
             )
             # The previous user keeps its password until the next rotation, so nothing is refused:
             # new logins move to the clone once the cache's TTL passed (here 1 s).
-            wait_for(lambda: credentials.get().username == clone, what="the cache to move on")
+            wait_until(lambda: credentials.get().username == clone, what="the cache to move on")
             database.pool.drain()
-            wait_for(
+            wait_until(
                 lambda: {user for user, _ in backends(postgres_cluster, name)} == {clone},
                 what="every connection to belong to the new user",
             )
             served_before = load.done
-            wait_for(lambda: load.done > served_before + 50, what="load after the rotation")
+            wait_until(lambda: load.done > served_before + 50, what="load after the rotation")
     finally:
         postgres_cluster.execute(f"DROP ROLE IF EXISTS {clone}")
 
@@ -255,7 +248,7 @@ def test_database_down_then_back() -> None:
             pool_min_size=2, pool_size=2, pool_timeout=1, connect_timeout=2, reconnect_timeout=2
         )
         with Database(FixedCredentials(secret), settings) as database:
-            wait_for(lambda: ready(database), what="the pool to connect")
+            wait_until(lambda: ready(database), what="the pool to connect")
 
             # A connection in use when the server goes away.
             def query_during_shutdown() -> None:
@@ -275,12 +268,12 @@ def test_database_down_then_back() -> None:
 
             # An outage longer than reconnect_timeout: the pool stops retrying and gives its
             # slots back; the next request has to start connecting again.
-            wait_for(
+            wait_until(
                 lambda: database.pool.get_stats()["pool_size"] == 0,
                 what="the pool to give up reconnecting",
             )
             cluster.start()
-            wait_for(lambda: ready(database), what="the pool to recover by itself")
+            wait_until(lambda: ready(database), what="the pool to recover by itself")
     finally:
         cluster.destroy()
 
@@ -291,7 +284,7 @@ def test_credentials_unreadable_then_readable(aws_env: MotoServer, postgres_db: 
     with Database(SecretRef(secret_id, RdsSecret), settings) as database:
         with aws_env.outage():
             unavailable(database, "credentials unavailable")
-        wait_for(lambda: ready(database), what="the pool to recover by itself")
+        wait_until(lambda: ready(database), what="the pool to recover by itself")
 
 
 def test_tls_mode_is_applied(postgres_db: PgDatabase) -> None:
@@ -309,3 +302,24 @@ def test_no_secret_in_errors(postgres_db: PgDatabase, caplog: pytest.LogCaptureF
         error = unavailable(database, "password authentication failed")
     assert "wrong-Pa55" not in str(error)
     assert "wrong-Pa55" not in caplog.text
+
+
+def test_a_service_with_a_database_opens_it_from_its_settings(
+    aws_env: MotoServer, postgres_db: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_SECRET", create_secret(postgres_db.rds_secret()))
+    monkeypatch.setenv("DATABASE__POOL_SIZE", "2")
+    settings = DatabaseServiceSettings.load(
+        app_name="suite", app_env="test", service_name="billing", parameter_store_enabled=False
+    )
+    assert settings.database == DatabaseSettings(pool_size=2)
+
+    database = open_database(settings)
+    try:
+        with database.connection() as conn:
+            row = conn.execute(
+                "SELECT current_user AS name, current_setting('application_name') AS app"
+            ).fetchone()
+    finally:
+        database.close()
+    assert row == {"name": postgres_db.username, "app": "billing"}

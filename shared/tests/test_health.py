@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from servicekit.health import HealthRegistry, HealthReport
+from servicekit.health import HealthRegistry, HealthReport, HealthServer
 from servicekit.lifecycle import Lifecycle
 from servicekit.logging import register_secret
 
@@ -153,3 +156,40 @@ def test_a_stopping_lifecycle_fails_readiness() -> None:
 
     lifecycle.stop("SIGTERM")
     assert registry.readiness().checks == {"lifecycle": "RuntimeError: shutting down (SIGTERM)"}
+
+
+def test_the_server_answers_reports_and_extra_routes_as_json() -> None:
+    registry = HealthRegistry()
+    registry.add_liveness("loop", passing)
+    registry.add_readiness("database", refused)
+    server = HealthServer(
+        registry, 0, routes={"/stats": lambda: {"processed": 3}}, host="127.0.0.1"
+    )
+    try:
+        # One keep-alive connection for every request, as the ALB's health checker uses it.
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        answers = {}
+        for path in ("/health", "/ready?verbose=1", "/stats", "/nope"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert response.getheader("Content-Type") == "application/json"
+            assert response.getheader("Cache-Control") == "no-store"
+            answers[path] = (response.status, json.loads(response.read()))
+        connection.close()
+    finally:
+        server.close()
+
+    assert answers == {
+        "/health": (200, {"status": "ok", "checks": {"loop": "ok"}}),
+        "/ready?verbose=1": (
+            503,
+            {
+                "status": "fail",
+                "checks": {"database": "ConnectionRefusedError: connection refused by db:5432"},
+            },
+        ),
+        "/stats": (200, {"processed": 3}),
+        "/nope": (404, {"error": "not_found"}),
+    }
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=5)

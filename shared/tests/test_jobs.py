@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -12,19 +12,19 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from servicekit import jobs, migrations
+from servicekit import jobs
 from servicekit.db import Database, DatabaseSettings
 from servicekit.jobs import JobStatus
 from servicekit.settings import RdsSecret
 from servicekit.testing import Database as PgDatabase
+from servicekit.testing import wait_until
 
 Conn = psycopg.Connection[Any]
 
 
 @pytest.fixture
-def conninfo(postgres_db: PgDatabase) -> str:
-    migrations.upgrade(postgres_db.conninfo())
-    return postgres_db.conninfo()
+def conninfo(migrated_db: PgDatabase) -> str:
+    return migrated_db.conninfo()
 
 
 @pytest.fixture
@@ -47,14 +47,15 @@ def backdate(conn: Conn, job_id: UUID, column: str, by: timedelta) -> None:
 
 def wait_until_blocked(conninfo: str, timeout: float = 30.0) -> None:
     """Until some session of this database waits for a row lock."""
-    deadline = time.monotonic() + timeout
     with psycopg.connect(conninfo, autocommit=True) as watcher:
-        while not watcher.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock'"
-        ).fetchone():
-            assert time.monotonic() < deadline, "nobody ever waited for the lock"
-            time.sleep(0.02)
+        wait_until(
+            lambda: watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchone(),
+            timeout,
+            "a session waiting for the lock",
+        )
 
 
 def test_create_and_get(conn: Conn) -> None:
@@ -85,6 +86,47 @@ def test_idempotency_key_returns_the_existing_job(conn: Conn) -> None:
         jobs.create(conn, job_type="echo", payload={"n": [3]}, idempotency_key="k-1")
     with pytest.raises(jobs.IdempotencyKeyReused):
         jobs.create(conn, job_type="other", payload={"n": [1, 2]}, idempotency_key="k-1")
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ({"a": "nul \x00"}, "NUL character"),
+        ({"nul \x00 key": 1}, "NUL character"),
+        ({"a": ["\ud800 alone"]}, "unpaired surrogate"),
+        ({"a": (1, float("nan"))}, "not finite"),
+        ({"a": float("-inf")}, "not finite"),
+        ({"a": nested(40)}, "nested deeper than 32 levels"),
+    ],
+)
+def test_a_payload_jsonb_cannot_store_is_refused_before_the_insert(
+    conn: Conn, payload: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(jobs.InvalidPayload, match=problem) as raised:
+        jobs.create(conn, job_type="echo", payload=payload)
+    assert isinstance(raised.value, ValueError)
+    assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+    # The deepest payload allowed is stored.
+    assert new_job(conn, a=nested(32)).payload == {"a": nested(32)}
+
+
+def test_the_message_body_names_the_job(conn: Conn) -> None:
+    job = new_job(conn, n=1)
+    body = jobs.message_body(job)
+
+    assert json.loads(body) == {"job_id": str(job.id), "type": "echo"}
+    assert jobs.JobMessage.model_validate_json(body) == jobs.JobMessage(job_id=job.id, type="echo")
+    # A body the model refuses (poison) may still name its job.
+    assert jobs.JobMessage.job_id_in(json.dumps({"job_id": str(job.id), "type": []})) == job.id
+    assert jobs.JobMessage.job_id_in("not json") is None
+    assert jobs.JobMessage.job_id_in('{"job_id": "nope"}') is None
 
 
 def test_idempotency_key_race(postgres_db: PgDatabase, conninfo: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from gunicorn.config import Config as GunicornConfig  # type: ignore[import-unty
 from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped]
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from uvicorn_worker import UvicornWorker
 
 from servicekit.logging import (
     configure_logging,
@@ -25,7 +27,18 @@ from servicekit.logging import (
     register_secret,
 )
 
-CONFIGURED = ("", "py.warnings", "gunicorn.error", "gunicorn.access", "uvicorn", "uvicorn.access")
+CONFIGURED = (
+    "",
+    "py.warnings",
+    "gunicorn.error",
+    "gunicorn.access",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "botocore",
+    "boto3",
+    "urllib3",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -213,6 +226,39 @@ def test_gunicorn_accepts_the_config_as_logconfig_dict(capsys: pytest.CaptureFix
     assert boot["logger"] == "gunicorn.error"
     assert boot["message"] == "Booting worker with pid: 42"
     assert (app["logger"], app["service"]) == ("api", "api")
+
+
+def test_uvicorn_lines_stay_json_under_gunicorns_uvicorn_worker(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = GunicornConfig()
+    cfg.set("logconfig_dict", logging_config(service="api", env="test"))
+    gunicorn_log = GunicornLogger(cfg)
+    # Its constructor, run in gunicorn's master, rewires uvicorn's loggers after logconfig_dict.
+    worker = UvicornWorker(0, os.getpid(), [], None, 30, cfg, gunicorn_log)
+    worker.tmp.close()
+    logging.getLogger("uvicorn.error").error("Application startup failed. Exiting.")
+
+    (line,) = read_lines(capsys)
+    assert (line["logger"], line["service"]) == ("uvicorn.error", "api")
+    assert line["message"] == "Application startup failed. Exiting."
+    # No handler: uvicorn skips its own plain access line (the app writes a JSON one).
+    assert not logging.getLogger("uvicorn.access").hasHandlers()
+
+
+def test_aws_libraries_log_warnings_only_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    credentials = logging.getLogger("botocore.credentials")
+    configure_logging(service="worker", env="test", level="debug")
+    credentials.info("Found credentials in environment variables.")
+    logging.getLogger("urllib3.connectionpool").debug("Starting new HTTP connection")
+    credentials.warning("a warning still shows")
+    configure_logging(service="worker", env="test", levels={"botocore": "debug"})
+    credentials.info("shown when asked for")
+
+    assert [line["message"] for line in read_lines(capsys)] == [
+        "a warning still shows",
+        "shown when asked for",
+    ]
 
 
 def test_a_registered_secret_never_reaches_a_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from servicekit.logging import register_secret
 from servicekit.metrics import Metrics
+from servicekit.settings import ServiceSettings
 
 DIMENSIONS = {"Service": "worker", "Env": "test"}
 
@@ -128,3 +129,11 @@ def test_registered_secrets_are_masked_in_properties(capsys: pytest.CaptureFixtu
     output = capsys.readouterr().out
     assert secret not in output
     assert json.loads(output)["note"] == "password *** refused"
+
+
+def test_a_service_measures_under_its_app_with_its_name_and_env() -> None:
+    settings = ServiceSettings.load(
+        app_name="suite", app_env="test", service_name="worker", parameter_store_enabled=False
+    )
+    metrics = Metrics.for_service(settings)
+    assert (metrics.namespace, metrics.dimensions) == ("suite", DIMENSIONS)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +14,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from servicekit import migrations
 from servicekit.health import HealthRegistry
 from servicekit.scheduling import (
     InvalidJob,
@@ -27,7 +25,7 @@ from servicekit.scheduling import (
     RunStore,
     serve,
 )
-from servicekit.testing import Database
+from servicekit.testing import Database, wait_until
 from servicekit.testing.moto import free_port
 
 SLOT = datetime(2026, 3, 6, 10, 0, tzinfo=UTC)
@@ -61,9 +59,8 @@ Registry = JobRegistry[Calls]
 
 
 @pytest.fixture
-def store(postgres_db: Database) -> RunStore:
-    migrations.upgrade(postgres_db.conninfo())
-    return RunStore(Connections(postgres_db.conninfo()))
+def store(migrated_db: Database) -> RunStore:
+    return RunStore(Connections(migrated_db.conninfo()))
 
 
 @pytest.fixture
@@ -80,13 +77,6 @@ def single(function: Callable[[JobContext[Calls]], None], timeout: float = 30.0)
     registry = Registry()
     registry.add("job", function, schedule="rate(1 minute)", timeout=timeout)
     return registry
-
-
-def eventually(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
 
 
 def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
@@ -327,7 +317,7 @@ def test_two_serving_schedulers_run_each_slot_once(store: RunStore, calls: Calls
         )
         schedulers.append((each, thread))
     try:
-        eventually(lambda: len(store.runs("tick")) >= 4, "four slots run")
+        wait_until(lambda: len(store.runs("tick")) >= 4, 30, "four slots run")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
             assert json.load(response) == {"status": "ok", "checks": {"scheduler": "ok"}}
     finally:

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from pydantic import BaseModel, SecretStr
 from servicekit import aws
 from servicekit.logging import redact
 from servicekit.secrets import SecretCache, SecretUnavailable, default_cache
-from servicekit.testing import MotoServer
+from servicekit.testing import MotoServer, wait_until
 
 SECRET_ID = "suite/test/api-key"
 OLD = "old-value-4f1c9a7e"
@@ -77,14 +77,6 @@ def count_calls(client: Any, operation: str) -> list[str]:
         f"before-call.secretsmanager.{operation}", lambda **_: calls.append(operation)
     )
     return calls
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
 
 
 def test_rotation_reaches_the_cache_after_the_ttl(sm: Any, clock: Clock) -> None:
@@ -271,7 +263,7 @@ def test_many_threads_reading_through_a_rotation_always_get_a_valid_value(sm: An
     for reader in readers:
         reader.start()
     rotate(sm, SECRET_ID, NEW)
-    wait_for(saw_new.is_set)
+    wait_until(saw_new.is_set, 10, "a reader to see the new value")
     for reader in readers:
         reader.join(10)
     assert invalid == []

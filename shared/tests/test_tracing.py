@@ -19,7 +19,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.util._once import Once
 
 from servicekit import aws
-from servicekit.testing import MotoServer
+from servicekit.testing import MotoServer, wait_until
 from servicekit.tracing import (
     configure_tracing,
     current_trace_id,
@@ -81,11 +81,11 @@ class Collector:
     def wait_for_spans(
         self, count: int, timeout: float = 15.0
     ) -> list[tuple[dict[str, str], Span]]:
-        deadline = time.monotonic() + timeout
-        while len(spans := self.spans()) < count:
-            assert time.monotonic() < deadline, f"collector got {len(spans)} of {count} spans"
-            time.sleep(0.02)
-        return spans
+        def enough() -> list[tuple[dict[str, str], Span]]:
+            spans = self.spans()
+            return spans if len(spans) >= count else []
+
+        return wait_until(enough, timeout, f"{count} span(s) at the collector")
 
     def close(self) -> None:
         self._server.shutdown()

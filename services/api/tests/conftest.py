@@ -10,7 +10,6 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from servicekit import aws, migrations
 from servicekit.spec import ServiceSpec, load_spec
-from servicekit.testing import Database, MotoServer
+from servicekit.testing import Database, MotoServer, wait_until
 from servicekit.testing.moto import free_port
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
@@ -110,20 +109,6 @@ def client(api_env: ApiEnv) -> Iterator[TestClient]:
     """The app in-process, its lifespan run (settings loaded, pool open)."""
     with TestClient(create_app()) as test_client:
         yield test_client
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def eventually() -> Callable[..., None]:
-    """``eventually(condition, timeout=30, what="")``: poll until true, fail at the deadline."""
-    return wait_until
 
 
 class Server:

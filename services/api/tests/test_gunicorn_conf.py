@@ -22,7 +22,7 @@ import pytest
 from api import gunicorn_conf
 from servicekit import aws
 from servicekit.spec import ServiceSpec
-from servicekit.testing import PostgresCluster
+from servicekit.testing import PostgresCluster, wait_until
 
 
 def test_the_timeouts_fit_the_alb_and_ecs(spec: ServiceSpec) -> None:
@@ -77,7 +77,6 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(
     serve: Callable[..., Any],
     api_env: Any,
     postgres_cluster: PostgresCluster,
-    eventually: Callable[..., None],
 ) -> None:
     server = serve()
     admin = postgres_cluster.admin.conninfo(dbname=api_env.database.dbname)
@@ -85,11 +84,11 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(
     with psycopg.connect(admin) as lock_holder, ThreadPoolExecutor(1) as pool:
         lock_holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
         in_flight = pool.submit(httpx.post, server.url + "/jobs", json={"type": "echo"}, timeout=30)
-        eventually(lambda: _waiting_on_lock(admin), 10, "the request to wait on the lock")
+        wait_until(lambda: _waiting_on_lock(admin), 10, "the request to wait on the lock")
 
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        eventually(lambda: _refuses_connections(server.port), 10, "the listener to close")
+        wait_until(lambda: _refuses_connections(server.port), 10, "the listener to close")
         assert server.process.poll() is None, "gunicorn left with a request in flight"
         lock_holder.rollback()
 
@@ -146,7 +145,6 @@ def test_a_password_rotation_under_load_fails_no_request(
     api_env: Any,
     postgres_cluster: PostgresCluster,
     monkeypatch: pytest.MonkeyPatch,
-    eventually: Callable[..., None],
 ) -> None:
     # Connections retire after 1 s, so logins keep happening all through the rotation.
     monkeypatch.setenv("DATABASE__MAX_LIFETIME", "1")
@@ -170,7 +168,7 @@ def test_a_password_rotation_under_load_fails_no_request(
     for thread in clients:
         thread.start()
     try:
-        eventually(lambda: statuses.total() >= 50, 30, "load before the rotation")
+        wait_until(lambda: statuses.total() >= 50, 30, "load before the rotation")
         rotated_at = _rotate(api_env, postgres_cluster)
         before = statuses.total()
 
@@ -178,7 +176,7 @@ def test_a_password_rotation_under_load_fails_no_request(
             return _logins_since(admin, rotated_at) > 0 and statuses.total() >= before + 100
 
         # Connections opened before keep working (PostgreSQL checks a password at login only).
-        eventually(relogged, 30, "logins with the new password, under load")
+        wait_until(relogged, 30, "logins with the new password, under load")
     finally:
         stop.set()
         for thread in clients:
@@ -215,7 +213,6 @@ def _rotate(api_env: Any, cluster: PostgresCluster) -> float:
 def test_a_database_outage_is_503_until_it_recovers_by_itself(
     serve: Callable[..., Any],
     prepare_api: Callable[..., Any],
-    eventually: Callable[..., None],
 ) -> None:
     cluster = PostgresCluster()
     cluster.start()
@@ -226,7 +223,7 @@ def test_a_database_outage_is_503_until_it_recovers_by_itself(
 
         cluster.stop()
         assert server.get("/health").status_code == 200
-        eventually(lambda: server.answers("/ready", 503), 20, "/ready 503")
+        wait_until(lambda: server.answers("/ready", 503), 20, "/ready 503")
         checks = server.get("/ready").json()["checks"]
         assert checks["sqs"] == "ok"
         assert checks["database"] != "ok"
@@ -237,7 +234,7 @@ def test_a_database_outage_is_503_until_it_recovers_by_itself(
         assert server.get("/health").status_code == 200
 
         cluster.start()
-        eventually(lambda: server.answers("/ready", 200), 30, "/ready 200 again")
+        wait_until(lambda: server.answers("/ready", 200), 30, "/ready 200 again")
         assert httpx.post(server.url + "/jobs", json={"type": "echo"}).status_code == 201
     finally:
         cluster.destroy()

@@ -10,10 +10,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -24,10 +23,10 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from servicekit import aws, jobs, migrations
+from servicekit import aws, jobs
 from servicekit.cron import parse
 from servicekit.scheduling import InvalidJob
-from servicekit.testing import Database, MotoServer
+from servicekit.testing import Database, MotoServer, wait_until
 from servicekit.testing.moto import free_port
 
 TESTS = Path(__file__).resolve().parent
@@ -87,10 +86,9 @@ class Env:
 
 
 @pytest.fixture
-def env(aws_env: MotoServer, postgres_db: Database, tmp_path: Path) -> Iterator[Env]:
-    migrations.upgrade(postgres_db.conninfo())
+def env(aws_env: MotoServer, migrated_db: Database, tmp_path: Path) -> Iterator[Env]:
     aws.client("secretsmanager").create_secret(
-        Name=SECRET_ID, SecretString=json.dumps(postgres_db.rds_secret())
+        Name=SECRET_ID, SecretString=json.dumps(migrated_db.rds_secret())
     )
     queue_url = aws.client("sqs").create_queue(QueueName="jobs")["QueueUrl"]
     environ = os.environ | {
@@ -102,20 +100,13 @@ def env(aws_env: MotoServer, postgres_db: Database, tmp_path: Path) -> Iterator[
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "SCHEDULER_REGISTRY": "scheduler_test_jobs:registry",
     }
-    scheduler_env = Env(postgres_db, queue_url, environ, tmp_path, [])
+    scheduler_env = Env(migrated_db, queue_url, environ, tmp_path, [])
     scheduler_env.query("CREATE TABLE ticks (job text, slot timestamptz, pid integer)")
     yield scheduler_env
     for scheduler in scheduler_env.started:
         if scheduler.process.poll() is None:
             scheduler.process.kill()
             scheduler.process.wait(timeout=10)
-
-
-def eventually(condition: Callable[[], object], what: str, timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 def healthy(port: int, scheduler: Scheduler) -> bool:
@@ -140,13 +131,13 @@ def test_two_serve_processes_run_each_slot_once(env: Env) -> None:
         for port in ports
     ]
     for port, scheduler in zip(ports, schedulers, strict=True):
-        eventually(partial(healthy, port, scheduler), f"serving on {port}")
+        wait_until(partial(healthy, port, scheduler), 45, f"serving on {port}")
     both_up = datetime.now(UTC)
 
     def slots_since_both_up() -> int:
         return len(env.query("SELECT 1 FROM ticks WHERE slot > %s", both_up))
 
-    eventually(lambda: slots_since_both_up() >= 5, "five slots with both serving")
+    wait_until(lambda: slots_since_both_up() >= 5, 45, "five slots with both serving")
     for scheduler in schedulers:
         scheduler.process.send_signal(signal.SIGTERM)
     assert [scheduler.wait() for scheduler in schedulers] == [0, 0]
@@ -192,7 +183,7 @@ def test_a_failing_job_exits_1_and_is_recorded_failed(env: Env) -> None:
 
 def test_sigterm_stops_a_running_job_and_records_it(env: Env) -> None:
     scheduler = env.start("run", "slow", "--slot", SLOT, STOP_GRACE="10")
-    eventually(lambda: env.query("SELECT 1 FROM ticks"), "the slow job started")
+    wait_until(lambda: env.query("SELECT 1 FROM ticks"), 45, "the slow job started")
     scheduler.process.send_signal(signal.SIGTERM)
 
     assert scheduler.wait() == 1

@@ -23,9 +23,16 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from servicekit import aws, jobs, migrations
+from servicekit import aws, jobs
 from servicekit.spec import load_spec
-from servicekit.testing import Database, MotoServer
+from servicekit.testing import (
+    Database,
+    MotoServer,
+    create_queue,
+    queue_counts,
+    send_messages,
+    wait_until,
+)
 from servicekit.testing.moto import free_port
 
 APP, ENV = "suite", "test"
@@ -37,14 +44,6 @@ def container_command() -> list[str]:
     """The container's command from the service spec, its script from this environment."""
     command = load_spec(SERVICE_DIR / "service.toml").command
     return [str(Path(sys.executable).parent / command[0]), *command[1:]]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or predicate}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -59,26 +58,18 @@ class WorkerEnv:
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.database.conninfo(), autocommit=True, row_factory=dict_row)
 
-    def create(self, job_type: str, payload: dict[str, Any], count: int = 1) -> list[UUID]:
+    def create(self, job_type: str, payload: dict[str, Any], count: int = 1) -> list[jobs.Job]:
         with self.connect() as conn:
-            return [
-                jobs.create(conn, job_type=job_type, payload=payload).job.id for _ in range(count)
-            ]
+            return [jobs.create(conn, job_type=job_type, payload=payload).job for _ in range(count)]
 
     def submit(self, job_type: str, payload: dict[str, Any], count: int = 1) -> list[UUID]:
         """Create jobs and send their messages, as the API does."""
-        ids = self.create(job_type, payload, count)
-        self.send(*(json.dumps({"job_id": str(job_id), "type": job_type}) for job_id in ids))
-        return ids
+        created = self.create(job_type, payload, count)
+        self.send(*map(jobs.message_body, created))
+        return [job.id for job in created]
 
     def send(self, *bodies: str) -> None:
-        sqs = aws.client("sqs")
-        for start in range(0, len(bodies), 10):
-            entries = [
-                {"Id": str(index), "MessageBody": body}
-                for index, body in enumerate(bodies[start : start + 10])
-            ]
-            sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[arg-type]
+        send_messages(self.queue_url, *bodies)
 
     def statuses(self, ids: list[UUID]) -> dict[str, int]:
         with self.connect() as conn:
@@ -104,14 +95,7 @@ class WorkerEnv:
 
     def counts(self, url: str | None = None) -> tuple[int, int]:
         """(visible, in flight) messages of the queue (or of ``url``)."""
-        attributes = aws.client("sqs").get_queue_attributes(
-            QueueUrl=url or self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return (
-            int(attributes["ApproximateNumberOfMessages"]),
-            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        )
+        return queue_counts(url or self.queue_url)
 
     def dead_letters(self) -> list[str]:
         answer = aws.client("sqs").receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10)
@@ -174,25 +158,14 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def make_env(aws_env: MotoServer, postgres_db: Database) -> Callable[..., WorkerEnv]:
+def make_env(aws_env: MotoServer, migrated_db: Database) -> Callable[..., WorkerEnv]:
     """A queue (visibility timeout and maxReceiveCount as asked) with its DLQ, and the database."""
-    migrations.upgrade(postgres_db.conninfo())
     aws.client("secretsmanager").create_secret(
-        Name=SECRET_ID, SecretString=json.dumps(postgres_db.rds_secret())
+        Name=SECRET_ID, SecretString=json.dumps(migrated_db.rds_secret())
     )
 
     def make(visibility: int = 2, max_receive: int = 3, **settings: str) -> WorkerEnv:
-        sqs = aws.client("sqs")
-        dlq_url = sqs.create_queue(QueueName="jobs-dlq")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
-        policy = {
-            "deadLetterTargetArn": arn["Attributes"]["QueueArn"],
-            "maxReceiveCount": max_receive,
-        }
-        queue_url = sqs.create_queue(
-            QueueName="jobs",
-            Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": json.dumps(policy)},
-        )["QueueUrl"]
+        queue_url, dlq_url = create_queue("jobs", visibility=visibility, max_receive=max_receive)
         environ = {
             **os.environ,
             "APP_NAME": APP,
@@ -207,7 +180,7 @@ def make_env(aws_env: MotoServer, postgres_db: Database) -> Callable[..., Worker
             "CONCURRENCY": "4",
             **settings,
         }
-        return WorkerEnv(postgres_db, queue_url, dlq_url, environ)
+        return WorkerEnv(migrated_db, queue_url, dlq_url, environ)
 
     return make
 
@@ -276,15 +249,15 @@ def test_poison_goes_to_the_dlq_while_neighbours_are_processed(
 ) -> None:
     env = make_env(visibility=30)
     before = env.submit("echo", {"n": 1})
-    named = env.create("echo", {"n": 2})  # a job whose message arrives mangled
-    env.send("not json", json.dumps({"job_id": str(named[0]), "type": ["not", "a", "string"]}))
+    [named] = env.create("echo", {"n": 2})  # a job whose message arrives mangled
+    env.send("not json", json.dumps({"job_id": str(named.id), "type": ["not", "a", "string"]}))
     after = env.submit("echo", {"n": 3})
     start_worker(env)
     wait_until(lambda: env.statuses(before + after) == {"succeeded": 2}, what="neighbours done")
     # With a 30 s visibility timeout a retry would take 30 s: the DLQ gets them at once.
     wait_until(lambda: env.counts(env.dlq_url)[0] == 2, timeout=5, what="poison in the DLQ")
-    assert env.job(named[0]).status == "dead"
-    assert "poison message" in (env.job(named[0]).error or "")
+    assert env.job(named.id).status == "dead"
+    assert "poison message" in (env.job(named.id).error or "")
     assert "not json" in env.dead_letters()
     wait_until(lambda: env.counts() == (0, 0), what="queue empty")
     assert env.job(before[0]).result == {"echo": {"n": 1}}
@@ -297,7 +270,7 @@ def test_a_succeeded_job_is_not_run_again(
     ids = env.submit("echo", {"n": 1})
     worker = start_worker(env)
     wait_until(lambda: env.statuses(ids) == {"succeeded": 1})
-    env.send(json.dumps({"job_id": str(ids[0]), "type": "echo"}))  # a duplicate delivery
+    env.send(jobs.message_body(env.job(ids[0])))  # a duplicate delivery
     wait_until(lambda: worker.stats()["processed"] == 2 and env.counts() == (0, 0))
     assert env.job(ids[0]).attempts == 1
     assert env.effects(ids) == {ids[0]: 1}

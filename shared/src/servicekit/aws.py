@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_ssm import SSMClient
 
-__all__ = ["ACCESS_DENIED_CODES", "client", "client_config", "describe_error", "reset_clients"]
+__all__ = [
+    "ACCESS_DENIED_CODES",
+    "check_queue",
+    "client",
+    "client_config",
+    "describe_error",
+    "reset_clients",
+]
 
 ACCESS_DENIED_CODES = frozenset(
     {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
@@ -99,6 +106,11 @@ def reset_clients() -> None:
     with _lock:
         _clients.clear()
         _session = None
+
+
+def check_queue(queue_url: str) -> None:
+    """A readiness check: the SQS queue answers (one GetQueueAttributes call)."""
+    client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
 
 
 def describe_error(

@@ -428,7 +428,11 @@ class Consumer(Generic[M]):
                     self._reserved -= count
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
-                logger.error("receive failed, retrying in %.1f s: %s", delay, _describe(error))
+                logger.error(
+                    "receive failed, retrying in %.1f s: %s",
+                    delay,
+                    aws.describe_error(error, service="sqs", resource=self.queue_url),
+                )
                 self._stopping.wait(delay)
                 continue
             failures = 0
@@ -626,7 +630,7 @@ class Consumer(Generic[M]):
             logger.error(
                 "could not send poison message %s to the DLQ: %s",
                 message.message_id,
-                _describe(send_error),
+                aws.describe_error(send_error, service="sqs"),
             )
             self._forget([message])
             return
@@ -739,7 +743,10 @@ class Consumer(Generic[M]):
                 answer = call(entries)
             except (ClientError, BotoCoreError) as error:
                 logger.warning(
-                    "%s batch call failed (attempt %d): %s", purpose, attempt + 1, _describe(error)
+                    "%s batch call failed (attempt %d): %s",
+                    purpose,
+                    attempt + 1,
+                    aws.describe_error(error, service="sqs"),
                 )
                 time.sleep(0.2 * 2**attempt)
                 continue
@@ -770,9 +777,3 @@ class Consumer(Generic[M]):
             ", ".join(m.message_id for _, m in entries),
         )
         return succeeded
-
-
-def _describe(error: Exception) -> str:
-    if isinstance(error, ClientError):
-        return aws.describe_error(error, service="sqs")
-    return str(error)

@@ -36,9 +36,16 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from servicekit.errors import DependencyUnavailable
-from servicekit.settings import RdsSecret
+from servicekit.settings import RdsSecret, SecretRef, ServiceSettings
 
-__all__ = ["CredentialsProvider", "Database", "DatabaseSettings", "connect"]
+__all__ = [
+    "CredentialsProvider",
+    "Database",
+    "DatabaseServiceSettings",
+    "DatabaseSettings",
+    "connect",
+    "open_database",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -268,3 +275,25 @@ class Database:
         if cause is not None:
             return f"{reason}: {cause}"
         return f"{reason}: all {self.settings.pool_size} in use"
+
+
+class DatabaseServiceSettings(ServiceSettings):
+    """The settings of a service with a database: the secret's id and the pool's options.
+
+    A service that wants other pool defaults redeclares ``database`` with its own default.
+    """
+
+    db_secret: SecretRef[RdsSecret] = Field(
+        description="Secrets Manager id of the RDS-format database secret (DB_SECRET)"
+    )
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings,
+        description="pool and TLS options (DATABASE__POOL_SIZE, SSM .../database/pool_size)",
+    )
+
+
+def open_database(settings: DatabaseServiceSettings) -> Database:
+    """The service's pool, started; it does not wait for the database (down: readiness says so)."""
+    database = Database(settings.db_secret, settings.database, name=settings.service_name)
+    database.open()
+    return database

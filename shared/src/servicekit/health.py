@@ -10,21 +10,26 @@ makes its check report "timed out" instead of hanging the endpoint, and a check 
 an earlier report is awaited again rather than started twice, so a dependency that never
 answers costs one thread, not one per probe. Daemon threads, not a ThreadPoolExecutor: the
 executor's workers are joined at exit, so a hung check would also hang the shutdown.
+
+:class:`HealthServer` answers a registry over HTTP for processes without a web framework.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from servicekit.logging import redact
 
-__all__ = ["Check", "HealthRegistry", "HealthReport"]
+__all__ = ["Check", "HealthRegistry", "HealthReport", "HealthServer"]
 
 Check = Callable[[], None]
 
@@ -148,3 +153,75 @@ class HealthRegistry:
                 _log.info("%s check %s recovered", key[0], key[1])
             else:
                 _log.warning("%s check %s failing: %s", key[0], key[1], result)
+
+
+class HealthServer:
+    """``GET /health`` (liveness), ``GET /ready`` (readiness) and extra JSON routes over HTTP.
+
+    For processes without a web framework (the worker, the scheduler's serve mode): the standard
+    library's ThreadingHTTPServer is enough for a handful of probes a second and adds no
+    dependency or event loop. Every answer is JSON and ``no-store``: a report 200, or 503 when a
+    check fails; an extra route (``routes={"/stats": ...}``) 200 with what its callable returns;
+    anything else 404. Serves from construction, on a daemon thread, on all interfaces by default
+    (the ALB or the container health check reaches the task from outside); :meth:`close` stops it.
+    """
+
+    def __init__(
+        self,
+        health: HealthRegistry,
+        port: int,
+        *,
+        routes: Mapping[str, Callable[[], object]] | None = None,
+        host: str = "0.0.0.0",  # noqa: S104
+    ) -> None:
+        self.health = health
+        self.routes = dict(routes or {})
+        self._server = _Server((host, port), self._answer)
+        threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the system chose when given 0)."""
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, path: str) -> tuple[int, object]:
+        if path in ("/health", "/ready"):
+            report = self.health.liveness() if path == "/health" else self.health.readiness()
+            return (200 if report.ok else 503), report.as_dict()
+        route = self.routes.get(path)
+        if route is None:
+            return 404, {"error": "not_found"}
+        return 200, route()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the ALB's health checker expects
+    server: _Server
+
+    def do_GET(self) -> None:
+        status, body = self.server.answer(self.path.split("?", 1)[0])
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # probes come every few seconds from every load balancer node: noise
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], answer: Callable[[str], tuple[int, object]]
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.answer = answer

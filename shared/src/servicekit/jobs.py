@@ -17,6 +17,9 @@ A job's way through (statuses in the ``status`` column):
   :func:`mark_dead`.
 - Scheduler: :func:`pending_enqueue` + send + :func:`mark_enqueued` in one transaction (the
   outbox sweep), :func:`requeue_stuck`, :func:`purge_finished`.
+
+The SQS message is :class:`JobMessage` (:func:`message_body` writes it): the job's id, as the row
+is the truth.
 """
 
 from __future__ import annotations
@@ -24,25 +27,30 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, LiteralString
+from typing import Annotated, Any, LiteralString
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 __all__ = [
+    "MAX_PAYLOAD_DEPTH",
     "Created",
     "IdempotencyKeyReused",
     "InvalidCursor",
+    "InvalidPayload",
     "Job",
     "JobAlreadyFinished",
+    "JobMessage",
     "JobPage",
+    "JobPayload",
     "JobStatus",
     "create",
     "get",
@@ -51,15 +59,57 @@ __all__ = [
     "mark_enqueued",
     "mark_failed",
     "mark_succeeded",
+    "message_body",
     "pending_enqueue",
     "purge_finished",
     "requeue_stuck",
     "start",
+    "storable_payload",
 ]
 
 MAX_PAGE_SIZE = 1000
 # Handler errors can carry whole tracebacks: the row keeps the start of one.
 MAX_ERROR_LENGTH = 4000
+MAX_PAYLOAD_DEPTH = 32
+
+
+class InvalidPayload(ValueError):
+    """A payload PostgreSQL's jsonb cannot store; the message names the problem, not the value."""
+
+
+def storable_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``payload`` as a dict, or :class:`InvalidPayload` for what the jsonb column refuses.
+
+    NUL characters, unpaired surrogates (``"\\ud800"``), NaN and infinite numbers, and nesting
+    deeper than :data:`MAX_PAYLOAD_DEPTH`: JSON parsing lets each through, and each would fail
+    the INSERT with a database error. Iterative, so a deep payload cannot exhaust the stack.
+    """
+    payload = dict(payload)
+    pending: list[tuple[Any, int]] = [(payload, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise InvalidPayload(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+        if isinstance(value, dict):
+            pending.extend((key, depth + 1) for key in value)
+            pending.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list | tuple):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidPayload("a string holds a NUL character (\\u0000)")
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    raise InvalidPayload("a string holds an unpaired surrogate") from None
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidPayload("a number is not finite (NaN or infinity)")
+    return payload
+
+
+JobPayload = Annotated[dict[str, Any], AfterValidator(storable_payload)]
+"""A payload field of a request model: a JSON object the jobs table can store."""
 
 
 class JobStatus(StrEnum):
@@ -102,6 +152,28 @@ class JobPage(BaseModel):
 
     items: list[Job]
     next_cursor: str | None
+
+
+class JobMessage(BaseModel):
+    """The jobs queue's message body: the job's id (the row is the truth) and its type."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: UUID
+    type: str | None = None  # informational (logs); the row's type decides the handler
+
+    @staticmethod
+    def job_id_in(body: str) -> UUID | None:
+        """The job id an otherwise unusable body still names (to mark a poison job dead)."""
+        try:
+            return UUID(str(json.loads(body)["job_id"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def message_body(job: Job) -> str:
+    """The SQS message body for ``job``: what the API and the outbox sweep send."""
+    return JobMessage(job_id=job.id, type=job.type).model_dump_json()
 
 
 class IdempotencyKeyReused(Exception):
@@ -222,9 +294,10 @@ def create(
 
     Race safe: of concurrent creates with one key, one inserts and the others (waiting on the
     unique index until it commits) return its job. Raises :class:`IdempotencyKeyReused` when the
-    key's job was created with another type or payload.
+    key's job was created with another type or payload, :class:`InvalidPayload` (a ValueError)
+    before any SQL when the payload cannot be stored.
     """
-    params = {"type": job_type, "payload": Jsonb(dict(payload)), "key": idempotency_key}
+    params = {"type": job_type, "payload": Jsonb(storable_payload(payload)), "key": idempotency_key}
     # Two rounds at most: the row that blocked the insert may be purged before the read sees it.
     for _ in range(2):
         inserted = _one(conn, _INSERT, params)

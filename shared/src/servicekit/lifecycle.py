@@ -13,7 +13,10 @@ import signal
 import threading
 from types import FrameType
 
-__all__ = ["Lifecycle"]
+__all__ = ["MAX_STOP_TIMEOUT", "Lifecycle"]
+
+# ECS's stopTimeout cannot exceed 120 s: a longer grace for in-flight work ends in SIGKILL anyway.
+MAX_STOP_TIMEOUT = 120
 
 
 class Lifecycle:

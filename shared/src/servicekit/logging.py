@@ -10,7 +10,18 @@ then whatever :func:`log_context` bound (``request_id``, ``job_id``, ...) and ``
 redacted after it is built, so no field can carry the value past the mask.
 
 Under gunicorn pass :func:`logging_config` as ``logconfig_dict`` so its and uvicorn's loggers use
-the same formatter in the master and every worker.
+the same formatter in the master and every worker. The UvicornWorker caveat: its constructor,
+run in the master after ``logconfig_dict`` is applied, gives ``uvicorn.error`` the handlers of
+``gunicorn.error`` and turns its propagation off. Were ``gunicorn.error`` only propagating to the
+root's handler, ``uvicorn.error`` (a failed start-up included) would have nowhere to write; so
+the error loggers of both servers hold the JSON handler themselves and do not propagate, and the
+copy is the JSON handler. The access loggers hold none and propagate: UvicornWorker gives
+``uvicorn.access`` the handlers of ``gunicorn.access`` (none) and stops its propagation too, and
+uvicorn writes its plain access line only when that logger has a handler: the app writes its own.
+
+botocore, boto3 and urllib3 log at WARNING and up (:data:`QUIET_LOGGERS`): their INFO lines
+("Found credentials in environment variables") are chatter at every start. ``levels=`` overrides
+a logger's level, e.g. ``{"botocore": "DEBUG"}``.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from servicekit.tracing import current_trace_id
 
 __all__ = [
     "MIN_SECRET_LENGTH",
+    "QUIET_LOGGERS",
     "JsonFormatter",
     "configure_logging",
     "log_context",
@@ -44,13 +56,14 @@ MASK = "***"
 # Shorter values ("admin", "5432", "true") would mask ordinary words all over the logs.
 MIN_SECRET_LENGTH = 6
 
-# The servers' own loggers; without this they keep plain-text handlers (or none).
-_SERVER_LOGGERS = (
-    "gunicorn.error",
-    "gunicorn.access",
-    "uvicorn",
-    "uvicorn.error",
-    "uvicorn.access",
+# The servers' own loggers; without this they keep plain-text handlers (or none). The error
+# loggers write through the JSON handler themselves, the others propagate to the root's (see the
+# module docstring for why UvicornWorker needs it that way).
+_SERVER_ERROR_LOGGERS = ("gunicorn.error", "uvicorn.error")
+_SERVER_PROPAGATING_LOGGERS = ("gunicorn.access", "uvicorn", "uvicorn.access")
+
+QUIET_LOGGERS: Mapping[str, str] = MappingProxyType(
+    {"botocore": "WARNING", "boto3": "WARNING", "urllib3": "WARNING"}
 )
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``. uvicorn adds
@@ -141,8 +154,20 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str))
 
 
-def logging_config(*, service: str, env: str, level: str = "INFO") -> dict[str, Any]:
-    """A ``dictConfig`` dict for JSON lines on stdout; also gunicorn's ``logconfig_dict``."""
+def logging_config(
+    *, service: str, env: str, level: str = "INFO", levels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A ``dictConfig`` dict for JSON lines on stdout; also gunicorn's ``logconfig_dict``.
+
+    ``levels`` sets loggers' own levels, over :data:`QUIET_LOGGERS`.
+    """
+    loggers: dict[str, dict[str, Any]] = {
+        # Configuring a logger drops its handlers; propagating sends its records to the root's.
+        **{name: {"handlers": [], "propagate": True} for name in _SERVER_PROPAGATING_LOGGERS},
+        **{name: {"handlers": ["stdout"], "propagate": False} for name in _SERVER_ERROR_LOGGERS},
+    }
+    for name, logger_level in {**QUIET_LOGGERS, **(levels or {})}.items():
+        loggers.setdefault(name, {})["level"] = logger_level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -155,14 +180,15 @@ def logging_config(*, service: str, env: str, level: str = "INFO") -> dict[str, 
             }
         },
         "root": {"level": level.upper(), "handlers": ["stdout"]},
-        # Configuring a logger drops its handlers; propagating sends its records to the root's.
-        "loggers": {name: {"handlers": [], "propagate": True} for name in _SERVER_LOGGERS},
+        "loggers": loggers,
     }
 
 
-def configure_logging(*, service: str, env: str, level: str = "INFO") -> None:
+def configure_logging(
+    *, service: str, env: str, level: str = "INFO", levels: Mapping[str, str] | None = None
+) -> None:
     """Send every log record, warning and uncaught exception as a JSON line to stdout."""
-    logging.config.dictConfig(logging_config(service=service, env=env, level=level))
+    logging.config.dictConfig(logging_config(service=service, env=env, level=level, levels=levels))
     logging.captureWarnings(True)
     # The default hooks print the traceback raw to stderr: unredacted and one event per line.
     sys.excepthook = _log_uncaught

@@ -15,8 +15,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Self
 
 from servicekit.logging import redact
+
+if TYPE_CHECKING:
+    from servicekit.settings import ServiceSettings
 
 __all__ = ["UNITS", "Metrics"]
 
@@ -78,6 +82,11 @@ class Metrics:
                 raise ValueError(f"dimension {key!r}={value!r}: name and value need 1-1024 chars")
         self.namespace = namespace
         self.dimensions = dict(dimensions)
+
+    @classmethod
+    def for_service(cls, settings: ServiceSettings) -> Self:
+        """The app's namespace (``APP_NAME``), dimensions ``Service`` and ``Env``."""
+        return cls(settings.app_name, {"Service": settings.service_name, "Env": settings.app_env})
 
     def emit(
         self,

@@ -34,8 +34,6 @@ that started is recorded. (Python cannot kill a thread: ``run`` exits and takes 
 from __future__ import annotations
 
 import contextvars
-import http.server
-import json
 import logging
 import os
 import re
@@ -55,12 +53,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from psycopg.rows import tuple_row
 
 from servicekit.cron import Schedule, ScheduleError, parse
+from servicekit.health import HealthRegistry, HealthServer
 from servicekit.logging import log_context, redact
 
 if TYPE_CHECKING:
     import psycopg
 
-    from servicekit.health import HealthRegistry
     from servicekit.metrics import Metrics
 
 __all__ = [
@@ -449,36 +447,6 @@ class Runner(Generic[D]):
         return RunStatus.FAILED, _describe(raised[0])
 
 
-class _HealthHandler(http.server.BaseHTTPRequestHandler):
-    server: _HealthServer
-
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0]
-        if path not in ("/health", "/ready"):
-            self.send_error(404)
-            return
-        health = self.server.health
-        report = health.liveness() if path == "/health" else health.readiness()
-        body = json.dumps(report.as_dict()).encode()
-        self.send_response(200 if report.ok else 503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # a probe every few seconds is noise in the logs
-
-
-class _HealthServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int, health: HealthRegistry) -> None:
-        # All interfaces: the ECS/compose health check reaches the container from outside.
-        super().__init__(("0.0.0.0", port), _HealthHandler)  # noqa: S104
-        self.health = health
-
-
 def serve(
     runner: Runner[D],
     *,
@@ -524,9 +492,7 @@ def serve(
     # ("Running job", "executed successfully") would double every one of them.
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler.start()
-    server = _HealthServer(health_port, health) if health_port is not None else None
-    if server is not None:
-        threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    server = HealthServer(health, health_port) if health_port is not None else None
     logger.info(
         "serving %d job(s): %s",
         len(runner.registry),
@@ -539,8 +505,7 @@ def serve(
         scheduler.shutdown(wait=True)
     finally:
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.close()
     logger.info("stopped")
 
 

@@ -16,6 +16,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from servicekit.lifecycle import MAX_STOP_TIMEOUT
+
 __all__ = [
     "BlueGreenController",
     "CapacityProvider",
@@ -58,7 +60,7 @@ class TaskSpec(_Strict):
     memory: Annotated[int, Field(description="memory, MiB")]
     desired_count: Annotated[int, Field(ge=0)]
     stop_timeout: Annotated[
-        int, Field(ge=2, le=120, description="ECS stopTimeout, s: SIGTERM to SIGKILL")
+        int, Field(ge=2, le=MAX_STOP_TIMEOUT, description="ECS stopTimeout, s: SIGTERM to SIGKILL")
     ] = 30
     user: Annotated[
         str,

@@ -33,7 +33,16 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Tracer
 
-__all__ = ["configure_tracing", "current_trace_id", "shutdown_tracing", "tracer", "traces_endpoint"]
+    from servicekit.settings import ServiceSettings
+
+__all__ = [
+    "configure_tracing",
+    "configure_tracing_from",
+    "current_trace_id",
+    "shutdown_tracing",
+    "tracer",
+    "traces_endpoint",
+]
 
 _MISSING_EXTRA = (
     "tracing needs OpenTelemetry, which servicekit installs as an extra: "
@@ -110,6 +119,15 @@ def configure_tracing(*, service: str, enabled: bool, endpoint: str | None) -> N
         botocore = BotocoreInstrumentor()  # type: ignore[no-untyped-call]
         botocore.instrument(tracer_provider=provider)
         _active = _Tracing(provider, botocore, os.getpid())
+
+
+def configure_tracing_from(settings: ServiceSettings) -> None:
+    """:func:`configure_tracing` as ``tracing_enabled`` and ``otel_exporter_otlp_endpoint`` say."""
+    configure_tracing(
+        service=settings.service_name,
+        enabled=settings.tracing_enabled,
+        endpoint=settings.otel_exporter_otlp_endpoint,
+    )
 
 
 def shutdown_tracing() -> None:

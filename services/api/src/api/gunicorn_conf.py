@@ -8,7 +8,6 @@ made in each worker after fork, by the app's lifespan, so no connection or lock 
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -32,8 +31,9 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
 # The app writes its own JSON access line (with request id, trace id and latency; health checks
 # left out); gunicorn's would be a second, plain one.
 accesslog = None
-# Every line of the master and the workers as JSON on stdout (servicekit's formatter); the
-# workers inherit it through fork. The app's lifespan then sets the level from its settings.
+# Every line of the master and the workers as JSON on stdout (servicekit's formatter, uvicorn's
+# own lines included: see servicekit.logging on UvicornWorker); the workers inherit it through
+# fork. The app's lifespan then sets the level from its settings.
 logconfig_dict = logging_config(
     service=os.environ.get("SERVICE_NAME", "api"),
     env=os.environ.get("APP_ENV", "development"),
@@ -46,11 +46,5 @@ control_socket_disable = True
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Per worker: no AWS client from the master; uvicorn's own lines on the JSON handler."""
+    """Per worker: no AWS client from the master."""
     aws.reset_clients()
-    # UvicornWorker's constructor (run in the master) gave uvicorn.error gunicorn.error's
-    # handlers (none: logconfig_dict sends gunicorn.error to the root's) and stopped its
-    # propagation, so its lines, a failed start-up included, went nowhere. uvicorn.access got
-    # the same treatment and keeps it: uvicorn skips its plain access line when that logger has
-    # no handler, and the app writes its own JSON one.
-    logging.getLogger("uvicorn.error").propagate = True

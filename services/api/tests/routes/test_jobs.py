@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
 from fastapi.testclient import TestClient
 
-from servicekit.testing import MotoServer
+from servicekit.testing import MotoServer, wait_until
 
 
 def test_a_job_is_stored_then_queued(client: TestClient, api_env: Any) -> None:
@@ -60,18 +59,17 @@ def test_a_job_whose_send_fails_is_accepted_and_left_in_the_outbox(
 def test_the_accept_jobs_flag_pauses_intake(
     client: TestClient,
     api_env: Any,
-    eventually: Callable[..., None],
 ) -> None:
     api_env.set_parameter("flags/accept_jobs", "false")
 
-    eventually(lambda: client.post("/jobs", json={"type": "echo"}).status_code == 503, 10)
+    wait_until(lambda: client.post("/jobs", json={"type": "echo"}).status_code == 503, 10)
     response = client.post("/jobs", json={"type": "echo"})
     assert response.json()["error"]["code"] == "intake_paused"
     assert response.headers["retry-after"] == "5"
     assert client.get("/jobs").status_code == 200
 
     api_env.set_parameter("flags/accept_jobs", "true")
-    eventually(lambda: client.post("/jobs", json={"type": "echo"}).status_code == 201, 10)
+    wait_until(lambda: client.post("/jobs", json={"type": "echo"}).status_code == 201, 10)
 
 
 def test_an_unknown_job_is_404(client: TestClient) -> None:

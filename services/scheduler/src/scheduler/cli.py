@@ -34,17 +34,17 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 
 from scheduler.jobs import Resources
 from scheduler.settings import Settings
-from servicekit.db import Database
-from servicekit.errors import ConfigurationError, DependencyUnavailable
+from servicekit.db import open_database
+from servicekit.errors import DependencyUnavailable
 from servicekit.health import HealthRegistry
 from servicekit.lifecycle import Lifecycle
-from servicekit.logging import configure_logging
 from servicekit.metrics import Metrics
+from servicekit.process import EXIT_CONFIGURATION, ServiceProcess, run_service
 from servicekit.scheduling import InvalidJob, JobRegistry, Runner, RunStore, serve
-from servicekit.tracing import configure_tracing, shutdown_tracing
 
 __all__ = ["DEFAULT_REGISTRY", "SLOT_PLACEHOLDER", "main"]
 
@@ -134,8 +134,7 @@ def _print_schedules(registry: JobRegistry[Resources], as_json: bool) -> None:
 def _runner(
     registry: JobRegistry[Resources], settings: Settings, lifecycle: Lifecycle
 ) -> Iterator[Runner[Resources]]:
-    database = Database(settings.db_secret, settings.database, name=settings.service_name)
-    database.open()
+    database = open_database(settings)
     runs = RunStore(database)
     try:
         yield Runner(
@@ -144,9 +143,7 @@ def _runner(
             Resources(settings, database, runs),
             stop=lifecycle.stop_event,
             stop_grace=settings.stop_grace,
-            metrics=Metrics(
-                settings.app_name, {"Service": settings.service_name, "Env": settings.app_env}
-            ),
+            metrics=Metrics.for_service(settings),
         )
     finally:
         database.close()
@@ -187,36 +184,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_schedules(load_registry(args.registry), args.json)
         except (_RegistryError, ValueError) as error:
             print(f"scheduler: {error}", file=sys.stderr)
-            return 2
+            return EXIT_CONFIGURATION
         return 0
 
-    # First, so a SIGTERM during a slow start-up still ends in an orderly stop.
-    lifecycle = Lifecycle()
-    lifecycle.install_signal_handlers()
-    configure_logging(
-        service=os.environ.get("SERVICE_NAME", "scheduler"),
-        env=os.environ.get("APP_ENV", "development"),
-    )
+    return run_service("scheduler", partial(_start, args))
+
+
+def _start(args: argparse.Namespace, process: ServiceProcess) -> int:
     try:
         registry = load_registry(args.registry)
         if args.command == "run":
             job = registry.get(args.job)
             if args.slot is not None:
                 job.slot_at(args.slot)  # a slot before the schedule's first fire time is usage
-        settings = Settings.load()
-    except (_RegistryError, KeyError, ValueError, ConfigurationError) as error:
+    except (_RegistryError, KeyError, ValueError) as error:
         logger.critical("%s", error.args[0] if isinstance(error, KeyError) else error)
-        return 2
-    configure_logging(service=settings.service_name, env=settings.app_env, level=settings.log_level)
-    configure_tracing(
-        service=settings.service_name,
-        enabled=settings.tracing_enabled,
-        endpoint=settings.otel_exporter_otlp_endpoint,
-    )
-    try:
-        with _runner(registry, settings, lifecycle) as runner:
-            if args.command == "run":
-                return _run(runner, args.job, args.slot)
-            return _serve(runner, settings, lifecycle)
-    finally:
-        shutdown_tracing()
+        return EXIT_CONFIGURATION
+    settings = process.load(Settings)
+    with _runner(registry, settings, process.lifecycle) as runner:
+        if args.command == "run":
+            return _run(runner, args.job, args.slot)
+        return _serve(runner, settings, process.lifecycle)

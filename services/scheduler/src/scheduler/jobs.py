@@ -13,7 +13,6 @@ stops it after the batch in hand; a batch is one transaction, so nothing is left
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,11 +56,6 @@ class OutboxSendFailed(RuntimeError):
     """Some messages could not be sent; their jobs stay pending for the next sweep."""
 
 
-def message_body(job: jobs.Job) -> str:
-    """The jobs queue's message, as the API sends it: the row is the truth, the id finds it."""
-    return json.dumps({"job_id": str(job.id), "type": job.type})
-
-
 def _in_batches(context: JobContext[Resources], batch: Callable[[], int], size: int) -> int:
     """Call ``batch`` until it handles fewer than ``size`` rows; the total handled."""
     total = 0
@@ -87,7 +81,7 @@ def outbox_sweep(context: JobContext[Resources]) -> None:
             for start in range(0, len(pending), SQS_BATCH):
                 chunk = pending[start : start + SQS_BATCH]
                 entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                    {"Id": str(index), "MessageBody": message_body(job)}
+                    {"Id": str(index), "MessageBody": jobs.message_body(job)}
                     for index, job in enumerate(chunk)
                 ]
                 try:
@@ -95,7 +89,9 @@ def outbox_sweep(context: JobContext[Resources]) -> None:
                         QueueUrl=settings.queue_url, Entries=entries
                     )
                 except (BotoCoreError, ClientError) as error:
-                    problems.append(_describe(error, settings.queue_url))
+                    problems.append(
+                        aws.describe_error(error, service="sqs", resource=settings.queue_url)
+                    )
                     break  # SQS is down or refuses: the rest waits for the next sweep
                 for entry in response.get("Successful", []):
                     jobs.mark_enqueued(conn, chunk[int(entry["Id"])].id)
@@ -151,9 +147,3 @@ def purge_finished(context: JobContext[Resources]) -> None:
     purged = _in_batches(context, purge_batch, PURGE_BATCH)
     runs = context.deps.runs.purge(retention)
     logger.info("purged %d job(s) and %d run record(s)", purged, runs)
-
-
-def _describe(error: BotoCoreError | ClientError, queue_url: str) -> str:
-    if isinstance(error, ClientError):
-        return aws.describe_error(error, service="sqs", resource=queue_url)
-    return str(error)

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from servicekit.db import DatabaseSettings
-from servicekit.settings import RdsSecret, SecretRef, ServiceSettings
+from servicekit.db import DatabaseServiceSettings, DatabaseSettings
+from servicekit.lifecycle import MAX_STOP_TIMEOUT
 
 __all__ = ["Settings"]
 
-# ECS's stopTimeout cannot exceed 120 s: a longer grace would end in SIGKILL anyway.
-MAX_STOP_TIMEOUT = 120
 
-
-class Settings(ServiceSettings):
+class Settings(DatabaseServiceSettings):
     """What ``run`` and ``serve`` need, and the example jobs' knobs."""
 
-    db_secret: SecretRef[RdsSecret] = Field(
-        description="Secrets Manager id of the RDS-format database secret (DB_SECRET)"
-    )
+    # A run uses a connection or two at a time, and most of the time none.
     database: DatabaseSettings = Field(
         default_factory=lambda: DatabaseSettings(pool_min_size=0, pool_size=4)
     )

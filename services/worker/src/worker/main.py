@@ -1,26 +1,34 @@
 """The worker process (the ``worker`` command): settings, database pool, HTTP endpoints, then the
 consumer until SIGTERM.
 
+HTTP endpoints (``PORT``, 8080, behind the internal ALB):
+
+- ``GET /health``: liveness, the consumer's receive loop went round recently (no dependency call:
+  a database outage must not get every task restarted);
+- ``GET /ready``: the database and the queue answer, and the worker is not stopping;
+- ``GET /stats``: in-flight, running, processed, failed and poisoned counts, for other services
+  through service discovery.
+
 Exit status: 0 after a stop (SIGTERM/SIGINT, handlers drained), 2 when the configuration is
 invalid (every problem listed), 1 when the queue cannot be consumed at start.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from functools import partial
 
 from servicekit import aws
 from servicekit.consumer import Consumer, TaskProtection
-from servicekit.db import Database
+from servicekit.db import open_database
 from servicekit.errors import ConfigurationError
-from servicekit.health import HealthRegistry
-from servicekit.lifecycle import Lifecycle
-from servicekit.logging import configure_logging
+from servicekit.health import HealthRegistry, HealthServer
+from servicekit.jobs import JobMessage
 from servicekit.metrics import Metrics
-from servicekit.tracing import configure_tracing, shutdown_tracing
-from worker.processing import JobMessage, JobProcessor
-from worker.server import serve
+from servicekit.process import ServiceProcess, run_service
+from worker.processing import JobProcessor
 from worker.settings import Settings
 
 __all__ = ["main"]
@@ -29,26 +37,13 @@ logger = logging.getLogger("worker")
 
 
 def main() -> int:
-    # First, so a SIGTERM during a slow start-up still ends in an orderly stop.
-    lifecycle = Lifecycle()
-    lifecycle.install_signal_handlers()
-    configure_logging(
-        service=os.environ.get("SERVICE_NAME", "worker"),
-        env=os.environ.get("APP_ENV", "development"),
-    )
-    try:
-        settings = Settings.load()
-    except ConfigurationError as error:
-        logger.critical("%s", error)
-        return 2
-    configure_logging(service=settings.service_name, env=settings.app_env, level=settings.log_level)
-    configure_tracing(
-        service=settings.service_name,
-        enabled=settings.tracing_enabled,
-        endpoint=settings.otel_exporter_otlp_endpoint,
-    )
-    database = Database(settings.db_secret, settings.database, name=settings.service_name)
-    database.open()
+    return run_service("worker", _work)
+
+
+def _work(process: ServiceProcess) -> int:
+    settings = process.load(Settings)
+    lifecycle = process.lifecycle
+    database = open_database(settings)
     processor = JobProcessor(database)
     consumer = Consumer(
         settings.queue_url,
@@ -65,33 +60,27 @@ def main() -> int:
         protection=TaskProtection.from_environment(
             os.environ, expires_in_minutes=settings.protection_minutes
         ),
-        metrics=Metrics(
-            settings.app_name, {"Service": settings.service_name, "Env": settings.app_env}
-        ),
+        metrics=Metrics.for_service(settings),
         on_poison=processor.on_poison,
     )
     health = HealthRegistry()
     health.add_liveness("consumer", consumer.check_liveness)
     health.add_readiness("database", database.check)
-    health.add_readiness("sqs", lambda: _queue_reachable(settings.queue_url))
+    health.add_readiness("sqs", partial(aws.check_queue, settings.queue_url))
     health.add_readiness("lifecycle", lifecycle.check)
-    server = serve(settings.port, health, consumer.stats)
-    logger.info("worker listening on port %d", server.server_port)
+    server = HealthServer(
+        health, settings.port, routes={"/stats": lambda: dataclasses.asdict(consumer.stats())}
+    )
+    logger.info("worker listening on port %d", server.port)
     try:
         consumer.run(lifecycle.stop_event)
-    except ConfigurationError as error:
-        logger.critical("%s", error)
-        return 2
+    except ConfigurationError:
+        raise  # exit status 2, logged by run_service
     except Exception:
         logger.exception("the consumer could not start")
         return 1
     finally:
-        server.shutdown()
+        server.close()
         database.close()
-        shutdown_tracing()
     logger.info("worker stopped (%s)", lifecycle.reason)
     return 0
-
-
-def _queue_reachable(queue_url: str) -> None:
-    aws.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])

@@ -19,13 +19,11 @@ visibility timeout and step 1 counts a new attempt.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from uuid import UUID
 
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict
 
 from servicekit import jobs
 from servicekit.consumer import Delivery, Poison
@@ -34,20 +32,11 @@ from servicekit.logging import log_context
 from servicekit.tracing import tracer
 from worker.handlers import HANDLERS, Handler
 
-__all__ = ["JobMessage", "JobProcessor"]
+__all__ = ["JobProcessor"]
 
 logger = logging.getLogger(__name__)
 
 _RECORD_EFFECT = "INSERT INTO job_effects (job_id, type, result) VALUES (%s, %s, %s)"
-
-
-class JobMessage(BaseModel):
-    """The message body the API and the outbox sweep send: the job's id; the row is the truth."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    job_id: UUID
-    type: str | None = None  # informational (logs); the row's type decides the handler
 
 
 class UnknownJobType(Exception):
@@ -62,7 +51,7 @@ class JobProcessor:
         self.handlers = handlers
         self._tracer = tracer(__name__)
 
-    def __call__(self, delivery: Delivery[JobMessage]) -> None:
+    def __call__(self, delivery: Delivery[jobs.JobMessage]) -> None:
         job_id = delivery.body.job_id
         with log_context(job_id=str(job_id)):
             with self.database.connection() as conn:
@@ -94,7 +83,7 @@ class JobProcessor:
         logger.info("job %s succeeded", job_id)
 
     def _record_failure(
-        self, job_id: UUID, delivery: Delivery[JobMessage], error: Exception
+        self, job_id: UUID, delivery: Delivery[jobs.JobMessage], error: Exception
     ) -> None:
         reason = f"{type(error).__name__}: {error}"
         try:
@@ -111,9 +100,8 @@ class JobProcessor:
 
     def on_poison(self, poison: Poison) -> None:
         """Mark the job dead if the unusable body still names one."""
-        try:
-            job_id = UUID(str(json.loads(poison.body)["job_id"]))
-        except (ValueError, KeyError, TypeError):
+        job_id = jobs.JobMessage.job_id_in(poison.body)
+        if job_id is None:
             return
         with self.database.connection() as conn:
             jobs.mark_dead(conn, job_id, f"poison message: {poison.reason}")

@@ -6,22 +6,15 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from servicekit.db import DatabaseSettings
-from servicekit.settings import RdsSecret, SecretRef, ServiceSettings
+from servicekit.db import DatabaseServiceSettings
+from servicekit.lifecycle import MAX_STOP_TIMEOUT
 
 __all__ = ["Settings"]
 
-# ECS's stopTimeout cannot exceed 120 s: a longer grace period would end in SIGKILL anyway.
-MAX_STOP_TIMEOUT = 120
 
-
-class Settings(ServiceSettings):
+class Settings(DatabaseServiceSettings):
     """What the worker needs; the consumer's knobs map one to one onto :class:`Consumer`."""
 
-    db_secret: SecretRef[RdsSecret] = Field(
-        description="Secrets Manager id of the RDS-format database secret (DB_SECRET)"
-    )
-    database: DatabaseSettings = DatabaseSettings()
     queue_url: str = Field(description="URL of the SQS jobs queue (QUEUE_URL)")
     concurrency: int = Field(default=8, ge=1, description="handlers running at once")
     max_in_flight: int | None = Field(

@@ -1,7 +1,9 @@
-"""Schema migrations (alembic), shipped inside servicekit so every service image can run them.
+"""Schema migrations (alembic), behind servicekit's ``migrations`` extra.
 
 They run only through this explicit command, never at a service's start: a one-off ECS task (the
-service's task definition with a command override) before a deployment, or compose's init step.
+scheduler's task definition, the maintenance service whose image carries the extra, with a
+command override) before a deployment, or compose's init step. The api and worker images leave
+alembic and SQLAlchemy out: they never migrate, and it keeps their images about 35 MB smaller.
 
     servicekit-migrate upgrade               # credentials from DB_SECRET, read as the services do
     servicekit-migrate --conninfo "host=... dbname=... user=... password=..." upgrade
@@ -28,12 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine
-from sqlalchemy.pool import NullPool
+
+try:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import Connection, create_engine
+    from sqlalchemy.pool import NullPool
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "servicekit.migrations needs alembic and SQLAlchemy: install `servicekit[migrations]` "
+        "(the scheduler image has it; run migrations there)"
+    ) from error
 
 from servicekit import db
 from servicekit.errors import ConfigurationError

@@ -2,12 +2,22 @@
 
 Installed as a pytest plugin (``pytest11`` entry point), so every service's tests, and services
 generated from the examples, get the same fixtures: ``moto_server``, ``aws_env``,
-``postgres_cluster``, ``postgres_db`` and ``migrated_db``; and ``wait_until`` for polling.
+``postgres_cluster``, ``postgres_db`` and ``migrated_db``; ``wait_until`` for polling; and SQS
+helpers (``create_queue`` with its DLQ, ``send_messages``, ``queue_counts``).
 Nothing here mocks AWS or the database.
 """
 
 from servicekit.testing.moto import MotoServer
 from servicekit.testing.polling import wait_until
 from servicekit.testing.postgres import Database, PostgresCluster
+from servicekit.testing.sqs import create_queue, queue_counts, send_messages
 
-__all__ = ["Database", "MotoServer", "PostgresCluster", "wait_until"]
+__all__ = [
+    "Database",
+    "MotoServer",
+    "PostgresCluster",
+    "create_queue",
+    "queue_counts",
+    "send_messages",
+    "wait_until",
+]

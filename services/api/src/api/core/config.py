@@ -10,22 +10,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from servicekit.db import DatabaseSettings
-from servicekit.settings import RdsSecret, SecretRef, ServiceSettings
+from servicekit.db import DatabaseServiceSettings
 
 __all__ = ["Flags", "Settings"]
 
 
-class Settings(ServiceSettings):
+class Settings(DatabaseServiceSettings):
     """Environment variables (upper-case field names) or ``/{app}/{env}/api/...`` parameters."""
 
-    db_secret: SecretRef[RdsSecret] = Field(
-        description="Secrets Manager id of the RDS-format database secret (DB_SECRET)"
-    )
-    database: DatabaseSettings = Field(
-        default_factory=DatabaseSettings,
-        description="pool and TLS options (DATABASE__POOL_SIZE, SSM .../database/pool_size)",
-    )
     queue_url: str = Field(description="URL of the SQS jobs queue (QUEUE_URL)")
     max_body_bytes: int = Field(
         default=64 * 1024, gt=0, description="larger request bodies are answered 413"

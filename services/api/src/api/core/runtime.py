@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from api.core.config import Flags, Settings
-from api.core.db import open_database
 from servicekit import aws
-from servicekit.db import Database
+from servicekit.db import Database, open_database
 from servicekit.flags import FeatureFlags
 from servicekit.health import HealthRegistry
-from servicekit.tracing import configure_tracing, shutdown_tracing
+from servicekit.tracing import configure_tracing_from, shutdown_tracing
 
 __all__ = ["Runtime"]
 
@@ -36,11 +36,7 @@ class Runtime:
         settings = Settings.load()
         # The handlers are the process's (gunicorn's logconfig_dict); the level is a setting.
         logging.getLogger().setLevel(settings.log_level.upper())
-        configure_tracing(
-            service=settings.service_name,
-            enabled=settings.tracing_enabled,
-            endpoint=settings.otel_exporter_otlp_endpoint,
-        )
+        configure_tracing_from(settings)
         database = open_database(settings)
         flags = FeatureFlags(
             Flags,
@@ -52,13 +48,9 @@ class Runtime:
         flags.get()  # read now, so the first request does not wait on Parameter Store
         health = HealthRegistry()
         health.add_readiness("database", database.check)
-        health.add_readiness("sqs", lambda: _queue_reachable(settings.queue_url))
+        health.add_readiness("sqs", partial(aws.check_queue, settings.queue_url))
         return cls(settings, database, flags, health)
 
     def close(self) -> None:
         self.database.close()
         shutdown_tracing()
-
-
-def _queue_reachable(queue_url: str) -> None:
-    aws.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated
 from uuid import UUID
@@ -87,15 +86,12 @@ def _enqueue(runtime: Runtime, job: jobs.Job) -> jobs.Job:
 
     Returns the job as it now is (``enqueued_at`` set when the send went through).
     """
-    body = json.dumps({"job_id": str(job.id), "type": job.type})
     try:
-        aws.client("sqs").send_message(QueueUrl=runtime.settings.queue_url, MessageBody=body)
-    except (BotoCoreError, ClientError) as error:
-        reason = (
-            aws.describe_error(error, service="sqs", resource=runtime.settings.queue_url)
-            if isinstance(error, ClientError)
-            else str(error)
+        aws.client("sqs").send_message(
+            QueueUrl=runtime.settings.queue_url, MessageBody=jobs.message_body(job)
         )
+    except (BotoCoreError, ClientError) as error:
+        reason = aws.describe_error(error, service="sqs", resource=runtime.settings.queue_url)
         _log.warning("job %s left for the outbox sweep: %s", job.id, reason)
         return job
     try:
