@@ -230,6 +230,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="also write every wrk run here (bench/report.py)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench/api.py needs wrk: apt-get install -y wrk", file=sys.stderr)
@@ -269,12 +270,31 @@ def main() -> int:
                         flush=True,
                     )
 
-    print(
-        f"\n{platform.python_implementation()} {platform.python_version()}, "
+    setting = (
+        f"{platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, {WORKERS} gunicorn workers (uvicorn_worker.UvicornWorker), "
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
-        f"{args.rounds} rounds; medians [min-max]\n"
+        f"{args.rounds} rounds"
     )
+    print(f"\n{setting}; medians [min-max]\n")
+    if args.json:
+        document = {
+            "setting": setting,
+            "runs": [
+                {
+                    "round": number,
+                    "server": name,
+                    "path": path,
+                    "rps": run.requests_per_second,
+                    "p50": run.p50_ms,
+                    "p99": run.p99_ms,
+                    "errors": run.errors,
+                }
+                for (name, path), series in runs.items()
+                for number, run in enumerate(series, start=1)
+            ],
+        }
+        args.json.write_text(json.dumps(document, indent=2))
     print(f"{'':4} {'':11} {'req/s':>22} {'p50 ms':>22} {'p99 ms':>22}  errors")
     figures = {key: summary(value) for key, value in runs.items()}
     for (name, path), figure in figures.items():

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -64,14 +63,10 @@ PART_OF = {
     "Memory": "suite",
     "Images": "suite",
 }
+
+
 # bench/api.py prints one such line per wrk run:
 # "round 1  api POST /jobs    94 req/s  p50 520.25 ms  p99 1060.00 ms  errors 0".
-API_RUN = re.compile(
-    r"^round (?P<round>\d+)\s+(?P<server>\S+) (?P<path>(?:GET|POST) \S+)\s+(?P<rps>[\d.]+) req/s"
-    r"\s+p50\s+(?P<p50>[\d.]+) ms\s+p99\s+(?P<p99>[\d.]+) ms\s+errors (?P<errors>\d+)$"
-)
-
-
 class Row(NamedTuple):
     area: str
     measure: str
@@ -117,19 +112,7 @@ def worker_part() -> None:
 
 
 def api_part() -> None:
-    output = run_script("api", *API_ARGS)
-    runs = []
-    for line in output.splitlines():
-        if found := API_RUN.match(line.strip()):
-            fields = found.groupdict()
-            runs.append(
-                {"server": fields.pop("server"), "path": fields.pop("path")}
-                | {key: float(value) for key, value in fields.items()}
-            )
-    if not runs:
-        raise RuntimeError("no wrk run found in bench/api.py's output")
-    setting = next((line for line in output.splitlines() if "gunicorn workers" in line), "")
-    save("api", {"setting": setting.strip(), "runs": runs})
+    run_script("api", *API_ARGS, "--json", str(OUT / "api.json"))
 
 
 def suite_part() -> None:
