@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from suite_tools import images
+from suite_tools import images, scaffold
 from suite_tools.errors import CommandError
 
 __all__ = ["main"]
@@ -113,11 +113,42 @@ def _add_push(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.set_defaults(run=_run_push)
 
 
+def _run_new_service(args: argparse.Namespace) -> int:
+    created = scaffold.new_service(args.name, example=args.example, lock=args.lock)
+    for line in created.summary():
+        print(line)
+    return 0
+
+
+def _add_new_service(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "new-service",
+        help="create services/NAME/ from one of the example services",
+        description="Copy services/EXAMPLE/ to services/NAME/ with its names rewritten (package, "
+        "distribution, console script, spec, tests; a queue of its own for a consumer), run "
+        "`uv lock`, and add a block mirroring the new spec to docker-compose.yml. The infra "
+        "builds it from its spec. A bad or taken name is refused and nothing is written.",
+    )
+    parser.add_argument("name", metavar="NAME", help="a DNS label, e.g. billing-api")
+    parser.add_argument(
+        "--from",
+        dest="example",
+        required=True,
+        metavar="EXAMPLE",
+        help="the service to start from: api, worker or scheduler (any folder of services/)",
+    )
+    parser.add_argument(
+        "--no-lock", dest="lock", action="store_false", help="leave uv.lock alone (run `uv lock`)"
+    )
+    parser.set_defaults(run=_run_new_service)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suite", description="The suite's delivery commands.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build(commands)
     _add_push(commands)
+    _add_new_service(commands)
     return parser
 
 
