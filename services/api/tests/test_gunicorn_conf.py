@@ -38,6 +38,16 @@ def test_every_line_is_json_and_health_checks_stay_out_of_the_access_log(
     api_env: Any,
 ) -> None:
     server = serve()
+    # /ready answered by one worker says nothing of the other: wait for both to have started,
+    # so their start-up lines are in the log before SIGTERM (a loaded machine starts them apart).
+    wait_until(
+        lambda: (
+            sum("Application startup complete" in str(line["message"]) for line in server.log())
+            == 2
+        ),
+        30,
+        "both workers' startup",
+    )
     assert server.get("/health").status_code == 200
     created = httpx.post(
         server.url + "/jobs", json={"type": "echo"}, headers={"X-Request-ID": "r-1"}
