@@ -31,10 +31,10 @@ class Task(BaseModel):
     n: int
 
 
-def receive_all(url: str) -> list[Any]:
+def receive_all(url: str, wait: int = 0) -> list[Any]:
     sqs = aws.client("sqs")
     answer = sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=wait
     )
     return list(answer.get("Messages", []))
 
@@ -142,8 +142,7 @@ def test_heartbeat_keeps_a_long_handler_invisible(aws_env: MotoServer) -> None:
         # A competing consumer polls for two and a half visibility timeouts: it sees nothing.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            assert receive_all(url) == []
-            time.sleep(0.05)  # pacing the competing poll, not synchronisation
+            assert receive_all(url, wait=1) == []  # a 1 s long poll paces the loop
         release.set()
         wait_until(lambda: queue_counts(url) == (0, 0))
     assert calls == [1]

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -14,7 +13,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from servicekit import aws, migrations
-from servicekit.testing import Database, MotoServer
+from servicekit.testing import Database, MotoServer, wait_until
 
 
 def _tables(database: Database) -> set[str]:
@@ -68,11 +67,12 @@ def test_two_commands_at_once_apply_the_schema_once(postgres_db: Database) -> No
         holder.execute("SELECT pg_advisory_lock(%s)", (migrations.LOCK_KEY,))
         runs = [_migrate("--conninfo", conninfo, "upgrade") for _ in range(2)]
         try:
-            deadline = time.monotonic() + 60
-            while _lock_waiters(holder) < 2:
-                assert time.monotonic() < deadline, "the migrators never reached the lock"
+
+            def both_waiting() -> bool:
                 assert all(run.poll() is None for run in runs), "a migrator exited early"
-                time.sleep(0.05)
+                return _lock_waiters(holder) >= 2
+
+            wait_until(both_waiting, 60, "both migrators to wait on the lock")
             holder.execute("SELECT pg_advisory_unlock(%s)", (migrations.LOCK_KEY,))
             outputs = [run.communicate(timeout=60)[0] for run in runs]
         finally:

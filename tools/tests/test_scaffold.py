@@ -401,18 +401,6 @@ def test_prose_that_grows_past_the_line_length_is_wrapped_into_its_paragraph() -
 # -- images and compose -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")  # set up before the module's copy: skips without generating
-def compose_v2() -> None:
-    """Skips, saying why, unless a Docker engine and Compose v2 answer."""
-    if shutil.which("docker") is None:
-        pytest.skip("no docker client")
-    for command in (["docker", "info"], ["docker", "compose", "version"]):
-        if subprocess.run(command, capture_output=True, check=False).returncode != 0:
-            pytest.skip(
-                f"`{' '.join(command)}` failed: no Docker engine reachable or no Compose v2"
-            )
-
-
 @pytest.mark.timeout(900)
 def test_docker_images_build_and_start_healthy_in_compose(
     compose_v2: None, generated: Generated

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -57,3 +59,15 @@ def migrated_db(postgres_db: Database) -> Database:
 
     migrations.upgrade(postgres_db.conninfo())
     return postgres_db
+
+
+@pytest.fixture(scope="session")
+def compose_v2() -> None:
+    """Skips, saying why, unless a Docker engine and Compose v2 answer (CI installs both)."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker client")
+    for command in (["docker", "info"], ["docker", "compose", "version"]):
+        if subprocess.run(command, capture_output=True, check=False).returncode != 0:  # noqa: S603
+            pytest.skip(
+                f"`{' '.join(command)}` failed: no Docker engine reachable or no Compose v2"
+            )
