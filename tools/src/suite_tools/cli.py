@@ -6,9 +6,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from suite_tools import images, scaffold
+from suite_tools import images, release, scaffold
 from suite_tools.errors import CommandError
 
 __all__ = ["main"]
@@ -26,16 +26,30 @@ def _build_arg(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _image_options(parser: argparse.ArgumentParser) -> None:
+def _output(args: argparse.Namespace, document: object, lines: Iterable[str]) -> int:
+    """The result on stdout: ``document`` as JSON with ``--json``, else ``lines``."""
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        for line in lines:
+            print(line)
+    return 0
+
+
+def _targets(parser: argparse.ArgumentParser, *, default: str, app: str) -> None:
+    """The services acted on (``default`` when none is named) and the app they belong to."""
     parser.add_argument(
-        "services", nargs="*", metavar="SERVICE", help="services/<SERVICE>/ (default: all)"
+        "services", nargs="*", metavar="SERVICE", help=f"services/<SERVICE>/ (default: {default})"
     )
     parser.add_argument(
         "--app",
         default=os.environ.get("APP_NAME") or images.DEFAULT_APP,
-        help="the app's name, the repositories' prefix {app}/{service} "
-        "(default: $APP_NAME or %(default)s)",
+        help=f"the app's name, {app} (default: $APP_NAME or %(default)s)",
     )
+
+
+def _image_options(parser: argparse.ArgumentParser) -> None:
+    _targets(parser, default="all", app="the repositories' prefix {app}/{service}")
     parser.add_argument(
         "--build-arg",
         dest="build_args",
@@ -66,12 +80,7 @@ def _run_push(args: argparse.Namespace) -> int:
         build_args=dict(args.build_args),
         write=_progress,
     )
-    if args.json:
-        print(json.dumps(images.document(pushed), indent=2))
-    else:
-        for image in pushed:
-            print(image.reference)
-    return 0
+    return _output(args, images.document(pushed), (image.reference for image in pushed))
 
 
 def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -113,6 +122,80 @@ def _add_push(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.set_defaults(run=_run_push)
 
 
+def _run_release(args: argparse.Namespace) -> int:
+    released = release.release(
+        args.services,
+        app=args.app,
+        env=args.env,
+        wait=args.wait,
+        timeout=args.timeout,
+        poll=args.poll,
+        write=_progress,
+    )
+    return _output(
+        args,
+        release.document(released),
+        (
+            f"{item.service} {item.task_definition} {item.deployment_id or '-'} {item.status}"
+            for item in released
+        ),
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _add_release(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "release",
+        help="deploy the blue/green services' new revisions through CodeDeploy",
+        description="After `cdk deploy`, start the CodeDeploy deployment of each service whose "
+        'spec says controller = "codedeploy": its task definition family\'s latest revision, '
+        "in an AppSpec with the service's container, port, capacity and network. Follows the "
+        "deployments until they succeed; a failed or stopped one (CodeDeploy rolls it back) "
+        "exits 1. A service already on that revision is left alone; a deployment already under "
+        "way for it is followed.",
+    )
+    _targets(
+        parser,
+        default="every service deployed by CodeDeploy",
+        app="the groups' prefix {app}-{env}-{service}",
+    )
+    parser.add_argument(
+        "--env",
+        default=os.environ.get("APP_ENV") or "dev",
+        help="the environment's name (default: $APP_ENV or %(default)s)",
+    )
+    parser.add_argument(
+        "--no-wait", dest="wait", action="store_false", help="start the deployments and return"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="give up following after this long (the deployments carry on; default %(default)s)",
+    )
+    parser.add_argument(
+        "--poll",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between status checks (default %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the releases as JSON (see README)"
+    )
+    parser.set_defaults(run=_run_release)
+
+
 def _run_new_service(args: argparse.Namespace) -> int:
     created = scaffold.new_service(args.name, example=args.example, lock=args.lock)
     for line in created.summary():
@@ -148,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build(commands)
     _add_push(commands)
+    _add_release(commands)
     _add_new_service(commands)
     return parser
 

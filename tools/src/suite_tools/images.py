@@ -28,20 +28,14 @@ from typing import TYPE_CHECKING, Any
 import docker
 import docker.errors
 import requests
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 from docker.utils.json_stream import json_stream
 
 from servicekit import aws
-from servicekit.spec import find_repository_root, load_specs
 from suite_tools.buildkit import TraceRenderer, decode_status
 from suite_tools.context import Ignore, context_tar
-from suite_tools.errors import CommandError
+from suite_tools.errors import CommandError, aws_error
+from suite_tools.specs import repository_root, select_specs
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
@@ -393,14 +387,7 @@ def _local_image(
 
 
 def _aws_error(error: ClientError | BotoCoreError, resource: str | None = None) -> CommandError:
-    if isinstance(error, NoCredentialsError | PartialCredentialsError):
-        return CommandError(
-            "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-            "or run where a role provides them (CI: the OIDC role)"
-        )
-    if isinstance(error, NoRegionError):
-        return CommandError("no AWS region: set AWS_REGION (or a region in the AWS profile)")
-    return CommandError(aws.describe_error(error, service="ecr", resource=resource))
+    return aws_error(error, service="ecr", resource=resource)
 
 
 def _host(url: str) -> str:
@@ -473,27 +460,6 @@ def _refuse_taken_tags(ecr: ECRClient, repository: str, tags: Sequence[str]) -> 
 # -- the commands ------------------------------------------------------------------------------
 
 
-def _services(root: Path, names: Sequence[str]) -> list[str]:
-    try:
-        known = load_specs(root)
-    except (OSError, ValueError) as error:
-        raise CommandError(" ".join(str(error).split())) from error
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise CommandError(
-            f"unknown service {', '.join(unknown)} (services/*/service.toml: "
-            f"{', '.join(known) or 'none'})"
-        )
-    return list(dict.fromkeys(names)) or list(known)
-
-
-def _root(root: Path | None) -> Path:
-    try:
-        return find_repository_root(root)
-    except FileNotFoundError as error:
-        raise CommandError(str(error)) from error
-
-
 def _check_app(app: str) -> str:
     if not _NAME.fullmatch(app):
         raise CommandError(f"app name {app!r}: lower-case letters, digits and . _ - only")
@@ -512,9 +478,9 @@ def build(
 
     Returns the local references by service.
     """
-    root = _root(root)
+    root = repository_root(root)
     app = _check_app(app)
-    names = _services(root, services)
+    names = list(select_specs(root, services))
     sha, dirty = revision(root)
     tag = f"{sha}-dirty" if dirty else sha
     built = {}
@@ -543,9 +509,9 @@ def push(
     Everything that can fail without a build is checked first: the tree, the credentials,
     the repositories and the tags.
     """
-    root = _root(root)
+    root = repository_root(root)
     app = _check_app(app)
-    names = _services(root, services)
+    names = list(select_specs(root, services))
     sha, dirty = revision(root)
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import secrets
 import shutil
@@ -22,11 +23,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+from servicekit import aws
 from servicekit.testing.moto import free_port
 
 __all__ = [
     "BASE_IMAGE",
+    "BlueGreenService",
     "DenyingProxy",
     "LocalRegistry",
     "Run",
@@ -268,3 +272,119 @@ def run_suite(*args: str, env: Mapping[str, str] | None = None) -> Run:
         check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+class BlueGreenService:
+    """What the infra leaves in an account for a CodeDeploy blue/green service, in moto: a
+    cluster, a task definition family, a CODE_DEPLOY service behind a target group, and the
+    CodeDeploy application and deployment group named ``{app}-{env}-{service}``.
+
+    moto records deployments but never runs them; ``finish`` plays CodeDeploy's part (moto runs
+    in this process, so its backend is reachable), including pointing the service at the
+    deployed revision when it succeeds.
+    """
+
+    CONTAINER, PORT = "app", 8000
+
+    def __init__(self, name: str = "api", *, prefix: str = "suite-dev") -> None:
+        self.name, self.group, self.cluster = name, f"{prefix}-{name}", prefix
+        self.ecs = aws.client("ecs")
+        self.codedeploy = aws.client("codedeploy")
+        ec2 = aws.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        self.security_group = ec2.create_security_group(
+            GroupName=self.group, Description=self.group, VpcId=vpc
+        )["GroupId"]
+        self.ecs.create_cluster(clusterName=self.cluster)
+        first = self.register("bootstrap")
+        self.ecs.create_service(
+            cluster=self.cluster,
+            serviceName=name,
+            taskDefinition=first,
+            desiredCount=3,
+            deploymentController={"type": "CODE_DEPLOY"},
+            loadBalancers=[
+                {
+                    "targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:"
+                    f"targetgroup/{self.group}-blue/0123456789abcdef",
+                    "containerName": self.CONTAINER,
+                    "containerPort": self.PORT,
+                }
+            ],
+            platformVersion="LATEST",
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": [self.subnet],
+                    "securityGroups": [self.security_group],
+                    "assignPublicIp": "DISABLED",
+                }
+            },
+        )
+        self.codedeploy.create_application(applicationName=self.group, computePlatform="ECS")
+        self.codedeploy.create_deployment_group(
+            applicationName=self.group,
+            deploymentGroupName=self.group,
+            serviceRoleArn="arn:aws:iam::123456789012:role/codedeploy",
+            deploymentConfigName="CodeDeployDefault.ECSCanary10Percent5Minutes",
+            ecsServices=[{"serviceName": name, "clusterName": self.cluster}],
+            deploymentStyle={
+                "deploymentType": "BLUE_GREEN",
+                "deploymentOption": "WITH_TRAFFIC_CONTROL",
+            },
+        )
+
+    def register(self, image_digest: str) -> str:
+        """A new revision of the family, as ``cdk deploy`` registers one for a new digest."""
+        registered = self.ecs.register_task_definition(
+            family=self.group,
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu="512",
+            memory="1024",
+            containerDefinitions=[
+                {
+                    "name": self.CONTAINER,
+                    "image": f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/suite/{self.name}"
+                    f"@{image_digest}",
+                    "portMappings": [{"containerPort": self.PORT}],
+                }
+            ],
+        )
+        return str(registered["taskDefinition"]["taskDefinitionArn"])
+
+    def running(self) -> str:
+        found = self.ecs.describe_services(cluster=self.cluster, services=[self.name])
+        return str(found["services"][0]["taskDefinition"])
+
+    def deployments(self) -> list[dict[str, Any]]:
+        ids = self.codedeploy.list_deployments(
+            applicationName=self.group, deploymentGroupName=self.group
+        )["deployments"]
+        return [self.codedeploy.get_deployment(deploymentId=i)["deploymentInfo"] for i in ids]
+
+    def appspec(self, deployment: dict[str, Any]) -> dict[str, Any]:
+        return dict(json.loads(deployment["revision"]["appSpecContent"]["content"]))
+
+    def shift(self, deployment_id: str) -> None:
+        """The traffic has moved: the deployment's revision runs, the old one bakes."""
+        self._deployment(deployment_id).status = "InProgress"
+        target = self.appspec(
+            self.codedeploy.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+        )
+        properties = target["Resources"][0]["TargetService"]["Properties"]
+        self.ecs.update_service(
+            cluster=self.cluster, service=self.name, taskDefinition=properties["TaskDefinition"]
+        )
+
+    def finish(self, deployment_id: str, status: str) -> None:
+        """The deployment ends with ``status``; one that succeeded has shifted the traffic."""
+        if status == "Succeeded":
+            self.shift(deployment_id)
+        self._deployment(deployment_id).status = status
+
+    def _deployment(self, deployment_id: str) -> Any:
+        from moto.backends import get_backend  # noqa: PLC0415 - only where moto is in-process
+
+        backend = get_backend("codedeploy")["123456789012"][os.environ["AWS_REGION"]]
+        return backend.deployments[deployment_id]

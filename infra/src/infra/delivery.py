@@ -1,0 +1,167 @@
+"""The delivery stack: the roles the GitHub Actions workflow assumes, through OIDC only.
+
+Deployed once per account and region (like the registry), and only when ``githubRepository``
+names the repository whose workflow may use it: a default would trust somebody else's. Two
+roles, each trusting GitHub's OIDC tokens for that repository alone:
+
+- ``{app}-github-push``: the ``push`` job on main. Pushes to the ``{app}/*`` repositories; it
+  cannot create one (the registry stack does, before the push).
+- ``{app}-github-deploy``: the ``registry`` job on main and the ``deploy`` job in a GitHub
+  environment named like a CDK environment (``envName``, or ``deployEnvironments``). It may
+  assume the CDK bootstrap roles, which do the deploying, and start and follow the CodeDeploy
+  deployments of the ``{app}-*`` services (``suite release``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aws_cdk import ArnFormat, CfnOutput, Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra.checks import acknowledge_wildcard
+
+__all__ = ["GITHUB_ISSUER", "DeliveryStack"]
+
+GITHUB_ISSUER = "token.actions.githubusercontent.com"
+
+_PUSH_ACTIONS = [
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:CompleteLayerUpload",
+    "ecr:DescribeRepositories",
+    "ecr:InitiateLayerUpload",
+    "ecr:PutImage",
+    "ecr:UploadLayerPart",
+]
+
+
+class DeliveryStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        app: str,
+        repository: str,
+        environments: Sequence[str],
+        oidc_provider_arn: str | None = None,
+        cdk_qualifier: str = "hnb659fds",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        # One provider per issuer and account: reuse the account's when it has one already.
+        provider: iam.IOidcProvider = (
+            iam.OidcProviderNative.from_oidc_provider_arn(self, "GitHub", oidc_provider_arn)
+            if oidc_provider_arn
+            else iam.OidcProviderNative(
+                self,
+                "GitHub",
+                url=f"https://{GITHUB_ISSUER}",
+                client_ids=["sts.amazonaws.com"],
+            )
+        )
+        main = f"repo:{repository}:ref:refs/heads/main"
+        push = self._role(provider, f"{app}-github-push", [main], "push images to ECR")
+        _grant(
+            push,
+            ["ecr:GetAuthorizationToken"],
+            "*",
+            "ecr:GetAuthorizationToken supports no resource-level permission",
+        )
+        _grant(
+            push,
+            _PUSH_ACTIONS,
+            self.format_arn(service="ecr", resource="repository", resource_name=f"{app}/*"),
+            "every service's repository {app}/{service}; the registry stack adds a new one",
+        )
+
+        deploy = self._role(
+            provider,
+            f"{app}-github-deploy",
+            [main, *(f"repo:{repository}:environment:{name}" for name in environments)],
+            "deploy the stacks (through the CDK bootstrap roles) and release through CodeDeploy",
+        )
+        bootstrap = f"cdk-{cdk_qualifier}-*-{self.account}-{self.region}"
+        _grant(
+            deploy,
+            ["sts:AssumeRole"],
+            self.format_arn(service="iam", region="", resource="role", resource_name=bootstrap),
+            "the CDK bootstrap roles (deploy, lookup, asset publishing) of this account and region",
+        )
+        _grant(
+            deploy,
+            [
+                "codedeploy:CreateDeployment",
+                "codedeploy:GetDeployment",
+                "codedeploy:GetDeploymentGroup",
+                "codedeploy:ListDeployments",
+            ],
+            self._codedeploy("deploymentgroup", f"{app}-*/{app}-*"),
+            "the deployment groups {app}-{env}-{service} of the app's CodeDeploy services",
+        )
+        _grant(
+            deploy,
+            ["codedeploy:GetApplicationRevision", "codedeploy:RegisterApplicationRevision"],
+            self._codedeploy("application", f"{app}-*"),
+            "the applications {app}-{env}-{service} of the app's CodeDeploy services",
+        )
+        _grant(
+            deploy,
+            ["codedeploy:GetDeploymentConfig"],
+            self._codedeploy("deploymentconfig", "*"),
+            "read-only: a deployment group's configuration may be any predefined one",
+        )
+        _grant(
+            deploy,
+            ["ecs:DescribeServices"],
+            self.format_arn(service="ecs", resource="service", resource_name=f"{app}-*/*"),
+            "read-only: the services of the app's clusters {app}-{env}",
+        )
+        _grant(
+            deploy,
+            ["ecs:DescribeTaskDefinition"],
+            "*",
+            "ecs:DescribeTaskDefinition supports no resource-level permission",
+        )
+        CfnOutput(self, "PushRoleArn", value=push.role_arn, description="vars.AWS_PUSH_ROLE_ARN")
+        CfnOutput(
+            self, "DeployRoleArn", value=deploy.role_arn, description="vars.AWS_DEPLOY_ROLE_ARN"
+        )
+
+    def _codedeploy(self, resource: str, name: str) -> str:
+        return self.format_arn(
+            service="codedeploy",
+            resource=resource,
+            resource_name=name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+
+    def _role(
+        self, provider: iam.IOidcProvider, name: str, subjects: Sequence[str], purpose: str
+    ) -> iam.Role:
+        return iam.Role(
+            self,
+            name.title().replace("-", ""),
+            role_name=name,
+            description=f"GitHub Actions: {purpose}",
+            assumed_by=iam.OpenIdConnectPrincipal(
+                provider,
+                # Exact subjects (a list is "any of"), no wildcard: no other branch, tag, pull
+                # request or environment of the repository gets the role.
+                conditions={
+                    "StringEquals": {
+                        f"{GITHUB_ISSUER}:aud": "sts.amazonaws.com",
+                        f"{GITHUB_ISSUER}:sub": list(subjects),
+                    }
+                },
+            ),
+        )
+
+
+def _grant(role: iam.Role, actions: Sequence[str], resource: str, reason: str) -> None:
+    """One statement; its wildcard resource acknowledged for cdk-nag with ``reason``."""
+    role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=[resource]))
+    acknowledge_wildcard(role, resource, reason)
