@@ -39,7 +39,6 @@ from infra.platform import HTTPS_PORT, LoadBalancer, PlatformStack, _pascal
 from infra.registry import ECR_PUBLIC_PREFIX, repository_name
 from infra.schedules import load_schedules, run_command
 from servicekit.spec import (
-    BlueGreenController,
     DeploymentStrategy,
     QueueTrigger,
     ScalingSpec,
@@ -459,9 +458,7 @@ class ServiceStack(Stack):
         spec, platform = self.spec, self.platform
         deployment = spec.deployment
         blue_green = deployment.strategy is DeploymentStrategy.BLUE_GREEN
-        codedeploy_controlled = (
-            blue_green and deployment.controller is BlueGreenController.CODEDEPLOY
-        )
+        codedeploy_controlled = deployment.through_codedeploy
         ecs_blue_green = blue_green and not codedeploy_controlled
         options: dict[str, Any] = {
             "cluster": self.cluster,

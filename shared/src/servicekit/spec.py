@@ -201,6 +201,14 @@ class DeploymentSpec(_Strict):
         "CodeDeployDefault.ECSCanary10Percent5Minutes"
     )
 
+    @property
+    def through_codedeploy(self) -> bool:
+        """New revisions go through a CodeDeploy deployment (``suite release``), not CFN."""
+        return (
+            self.strategy is DeploymentStrategy.BLUE_GREEN
+            and self.controller is BlueGreenController.CODEDEPLOY
+        )
+
 
 _DEFAULT_CAPACITY = (CapacityProviderItem(provider=CapacityProvider.FARGATE),)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from servicekit import aws
-from servicekit.spec import BlueGreenController, DeploymentStrategy, ServiceSpec
+from servicekit.spec import ServiceSpec
 from suite_tools.errors import CommandError, aws_error
 from suite_tools.specs import repository_root, select_specs
 
@@ -38,8 +38,8 @@ __all__ = ["Release", "appspec", "codedeploy_services", "document", "release"]
 
 Write = Callable[[str], None]
 
-# Every status a deployment can leave; the others (Created, Queued, InProgress, Baking, Ready)
-# mean it is still under way and holds the deployment group.
+# A deployment ends in one of these; until then it holds its deployment group (CodeDeploy
+# refuses a second one), which is why a run looks for one UNDER_WAY before creating its own.
 FINISHED = frozenset({"Succeeded", "Failed", "Stopped"})
 UNDER_WAY: Sequence[DeploymentStatusType] = ("Created", "Queued", "InProgress", "Baking", "Ready")
 
@@ -70,12 +70,7 @@ class Release:
 
 def codedeploy_services(specs: Mapping[str, ServiceSpec]) -> list[str]:
     """The services whose new revisions go through CodeDeploy (the others deploy with CFN)."""
-    return [
-        name
-        for name, spec in specs.items()
-        if spec.deployment.strategy is DeploymentStrategy.BLUE_GREEN
-        and spec.deployment.controller is BlueGreenController.CODEDEPLOY
-    ]
+    return [name for name, spec in specs.items() if spec.deployment.through_codedeploy]
 
 
 def appspec(service: Mapping[str, Any], task_definition: str) -> str:
