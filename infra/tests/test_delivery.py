@@ -10,6 +10,7 @@ import pytest
 from infra.testing import Assembly
 from servicekit import aws
 from servicekit.testing import MotoServer
+from suite_tools.images import _ensure_repository, _refuse_taken_tags, _registry
 from suite_tools.release import release
 from suite_tools.testing import BlueGreenService
 
@@ -103,7 +104,7 @@ def calls(aws_env: MotoServer) -> Iterator[set[str]]:
     def record(model: Any, **_: Any) -> None:
         made.add(f"{model.service_model.signing_name}:{model.name}")
 
-    clients = [aws.client("codedeploy"), aws.client("ecs")]
+    clients = [aws.client("codedeploy"), aws.client("ecs"), aws.client("ecr")]
     for client in clients:
         client.meta.events.register("before-call", record)
     yield made
@@ -123,3 +124,18 @@ def test_the_deploy_role_allows_every_call_suite_release_makes(
     allowed = _actions(_statements(extended, "suite-github-deploy"))
     assert calls <= allowed, calls - allowed
     assert "sts:AssumeRole" in allowed  # the CDK bootstrap roles do the deploying
+
+
+def test_the_push_role_allows_the_ecr_calls_suite_push_makes(
+    extended: Assembly, calls: set[str]
+) -> None:
+    """The API calls before the layers go up (those are the registry protocol's: the role's
+    layer and image actions are the ones ECR documents for a push)."""
+    ecr = aws.client("ecr")
+    ecr.create_repository(repositoryName="suite/api", imageTagMutability="IMMUTABLE")
+    calls.clear()  # the registry stack's part
+    _registry(ecr, None)
+    assert _ensure_repository(ecr, "suite/api", lambda _: None)
+    _refuse_taken_tags(ecr, "suite/api", ["0123abc"])
+    assert calls == {"ecr:GetAuthorizationToken", "ecr:DescribeRepositories", "ecr:BatchGetImage"}
+    assert calls <= _actions(_statements(extended, "suite-github-push"))
