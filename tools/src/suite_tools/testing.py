@@ -279,9 +279,9 @@ class BlueGreenService:
     cluster, a task definition family, a CODE_DEPLOY service behind a target group, and the
     CodeDeploy application and deployment group named ``{app}-{env}-{service}``.
 
-    moto records deployments but never runs them; ``finish`` plays CodeDeploy's part (moto runs
-    in this process, so its backend is reachable), including pointing the service at the
-    deployed revision when it succeeds.
+    moto records deployments but never runs them; ``shift`` and ``finish`` play CodeDeploy's
+    part (moto runs in this process, so its backend is reachable): the service runs the
+    deployed revision once traffic has shifted, and the deployment ends with a status.
     """
 
     CONTAINER, PORT = "app", 8000
