@@ -31,8 +31,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +43,7 @@ from starlette.routing import Route
 
 from servicekit import aws, migrations
 from servicekit.spec import load_spec
-from servicekit.testing import MotoServer, PostgresCluster
+from servicekit.testing import MotoServer, PostgresCluster, answers_ok, wait_until
 from servicekit.testing.moto import fake_aws_environment, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,17 +127,12 @@ class Server:
         )
 
     def wait(self, path: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + path, timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.url}{path} never answered 200")
-            time.sleep(0.1)
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.url}: the server exited ({self.process.returncode})")
+            return answers_ok(self.url + path, timeout=2)
+
+        wait_until(up, timeout, f"{self.url}{path} to answer 200", interval=0.1)
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -22,7 +22,6 @@ import os
 import statistics
 import subprocess
 import time
-import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from suite import ROOT, SERVICES, Suite, docker, running_suite
 
 from servicekit.testing.moto import free_port
+from servicekit.testing.polling import answers_ok, wait_until
 
 HERE = Path(__file__).resolve().parent
 BASE = os.environ.get("PYTHON_IMAGE", "python:3.12-slim-bookworm")
@@ -108,15 +108,8 @@ def start_to_healthy(
     started = time.monotonic()
     container = docker("run", *options, image, *command).strip()
     try:
-        while time.monotonic() - started < 120:
-            try:
-                with urllib.request.urlopen(url, timeout=1) as answer:
-                    if answer.status == 200:
-                        return time.monotonic() - started
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"{image} never answered 200 on {url}")
+        wait_until(lambda: answers_ok(url), 120, f"{image} to answer 200 on {url}", interval=0.02)
+        return time.monotonic() - started
     finally:
         docker("rm", "--force", "--volumes", container)
 

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ from servicekit import aws
 from servicekit.consumer import Consumer, Delivery
 from servicekit.metrics import Metrics
 from servicekit.testing.moto import fake_aws_environment, free_port
+from servicekit.testing.polling import answers_ok, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
@@ -87,16 +87,11 @@ def moto_process() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.1)
+    try:
+        wait_until(lambda: answers_ok(f"{url}/moto-api/"), 30, "moto_server to answer")
+    except AssertionError:
+        process.kill()
+        raise
     try:
         yield url
     finally:

@@ -10,8 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +24,7 @@ import pytest
 from servicekit import aws, jobs
 from servicekit.cron import parse
 from servicekit.scheduling import InvalidJob
-from servicekit.testing import Database, MotoServer, wait_until
+from servicekit.testing import Database, MotoServer, answers_ok, wait_until
 from servicekit.testing.moto import free_port
 
 TESTS = Path(__file__).resolve().parent
@@ -111,11 +109,7 @@ def env(aws_env: MotoServer, migrated_db: Database, tmp_path: Path) -> Iterator[
 
 def healthy(port: int, scheduler: Scheduler) -> bool:
     assert scheduler.process.poll() is None, scheduler.log.read_text()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError):
-        return False
+    return answers_ok(f"http://127.0.0.1:{port}/health")
 
 
 def runs(env: Env, job: str) -> list[tuple[Any, ...]]:

@@ -28,6 +28,7 @@ from servicekit.spec import load_spec
 from servicekit.testing import (
     Database,
     MotoServer,
+    answers_ok,
     create_queue,
     queue_counts,
     send_messages,
@@ -127,10 +128,7 @@ class WorkerProcess:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"worker exited {self.process.returncode}:\n{self.output()}")
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+        return answers_ok(f"{self.url}/health")
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", timeout=5)

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from typing import Any
 
 from servicekit import aws
 from servicekit.testing.moto import free_port
+from servicekit.testing.polling import wait_until
 
 __all__ = [
     "BASE_IMAGE",
@@ -158,14 +158,14 @@ class LocalRegistry:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+        process = self._process
+
+        def answering() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
-            if self.get("/v2/", auth=False)[0]:
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"docker-registry did not answer on {self.host}")
+            return bool(self.get("/v2/", auth=False)[0])  # any status: 401 is expected
+
+        wait_until(answering, 15, f"docker-registry to answer on {self.host}")
 
     def stop(self) -> None:
         if self._process is not None:

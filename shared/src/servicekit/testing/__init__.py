@@ -2,13 +2,14 @@
 
 Installed as a pytest plugin (``pytest11`` entry point), so every service's tests, and services
 generated from the examples, get the same fixtures: ``moto_server``, ``aws_env``,
-``postgres_cluster``, ``postgres_db`` and ``migrated_db``; ``wait_until`` for polling; and SQS
-helpers (``create_queue`` with its DLQ, ``send_messages``, ``queue_counts``).
+``postgres_cluster``, ``postgres_db`` and ``migrated_db``; ``wait_until`` for polling (and
+``answers_ok``, a URL answering 200); and SQS helpers (``create_queue`` with its DLQ,
+``send_messages``, ``queue_counts``).
 Nothing here mocks AWS or the database.
 """
 
 from servicekit.testing.moto import MotoServer
-from servicekit.testing.polling import wait_until
+from servicekit.testing.polling import answers_ok, wait_until
 from servicekit.testing.postgres import Database, PostgresCluster
 from servicekit.testing.sqs import create_queue, queue_counts, send_messages
 
@@ -16,6 +17,7 @@ __all__ = [
     "Database",
     "MotoServer",
     "PostgresCluster",
+    "answers_ok",
     "create_queue",
     "queue_counts",
     "send_messages",
