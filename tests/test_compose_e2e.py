@@ -23,7 +23,8 @@ from servicekit.testing import wait_until
 from servicekit.testing.moto import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "ecs-suite-e2e"
+# Overridable so two checkouts on one machine can run it at once.
+PROJECT = os.environ.get("E2E_PROJECT", "ecs-suite-e2e")
 SERVICES = ("api", "worker", "scheduler")
 
 
