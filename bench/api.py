@@ -41,7 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from servicekit import aws, migrations
+from jobs import migrations
+from servicekit import aws
 from servicekit.spec import load_spec
 from servicekit.testing import MotoServer, PostgresCluster, answers_ok, wait_until
 from servicekit.testing.moto import fake_aws_environment, free_port

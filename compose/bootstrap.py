@@ -18,9 +18,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from jobs.migrations import upgrade
 from servicekit import aws
 from servicekit.logging import configure_logging
-from servicekit.migrations import upgrade
 from servicekit.spec import QueueTrigger, load_specs
 
 APP = os.environ["APP_NAME"]

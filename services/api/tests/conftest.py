@@ -19,7 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from servicekit import aws, migrations
+from jobs import migrations
+from servicekit import aws
 from servicekit.spec import ServiceSpec, load_spec
 from servicekit.testing import Database, MotoServer, wait_until
 from servicekit.testing.moto import free_port

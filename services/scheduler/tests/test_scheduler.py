@@ -21,7 +21,8 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from servicekit import aws, jobs
+from jobs import repository
+from servicekit import aws
 from servicekit.cron import parse
 from servicekit.scheduling import InvalidJob
 from servicekit.testing import Database, MotoServer, answers_ok, wait_until
@@ -203,7 +204,7 @@ def test_an_invalid_schedule_fails_at_import_naming_the_job(
 def create_pending_job(env: Env) -> UUID:
     """A job as the API leaves it when its SQS send failed: queued, enqueued_at NULL."""
     with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
-        return jobs.create(conn, job_type="echo", payload={"n": 1}).job.id
+        return repository.create(conn, job_type="echo", payload={"n": 1}).job.id
 
 
 def enqueued_at(env: Env, job_id: UUID) -> datetime | None:
@@ -240,9 +241,9 @@ def test_outbox_sweep_sends_a_job_whose_send_failed(env: Env) -> None:
 def test_requeue_stuck_and_purge_finished(env: Env) -> None:
     stuck, done = create_pending_job(env), create_pending_job(env)
     with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
-        jobs.start(conn, stuck)
-        jobs.start(conn, done)
-        jobs.mark_succeeded(conn, done, {"ok": True})
+        repository.start(conn, stuck)
+        repository.start(conn, done)
+        repository.mark_succeeded(conn, done, {"ok": True})
     env.query("UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = %s", stuck)
     env.query("UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = %s", done)
     default = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry", "STUCK_AFTER": "600"}

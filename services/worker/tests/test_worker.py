@@ -23,7 +23,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from servicekit import aws, jobs
+from jobs import repository
+from servicekit import aws
 from servicekit.spec import load_spec
 from servicekit.testing import (
     Database,
@@ -59,14 +60,19 @@ class WorkerEnv:
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         return psycopg.connect(self.database.conninfo(), autocommit=True, row_factory=dict_row)
 
-    def create(self, job_type: str, payload: dict[str, Any], count: int = 1) -> list[jobs.Job]:
+    def create(
+        self, job_type: str, payload: dict[str, Any], count: int = 1
+    ) -> list[repository.Job]:
         with self.connect() as conn:
-            return [jobs.create(conn, job_type=job_type, payload=payload).job for _ in range(count)]
+            return [
+                repository.create(conn, job_type=job_type, payload=payload).job
+                for _ in range(count)
+            ]
 
     def submit(self, job_type: str, payload: dict[str, Any], count: int = 1) -> list[UUID]:
         """Create jobs and send their messages, as the API does."""
         created = self.create(job_type, payload, count)
-        self.send(*map(jobs.message_body, created))
+        self.send(*map(repository.message_body, created))
         return [job.id for job in created]
 
     def send(self, *bodies: str) -> None:
@@ -79,9 +85,9 @@ class WorkerEnv:
             ).fetchall()
         return {row["status"]: row["n"] for row in rows}
 
-    def job(self, job_id: UUID) -> jobs.Job:
+    def job(self, job_id: UUID) -> repository.Job:
         with self.connect() as conn:
-            job = jobs.get(conn, job_id)
+            job = repository.get(conn, job_id)
         assert job is not None
         return job
 
@@ -268,7 +274,7 @@ def test_a_succeeded_job_is_not_run_again(
     ids = env.submit("echo", {"n": 1})
     worker = start_worker(env)
     wait_until(lambda: env.statuses(ids) == {"succeeded": 1})
-    env.send(jobs.message_body(env.job(ids[0])))  # a duplicate delivery
+    env.send(repository.message_body(env.job(ids[0])))  # a duplicate delivery
     wait_until(lambda: worker.stats()["processed"] == 2 and env.counts() == (0, 0))
     assert env.job(ids[0]).attempts == 1
     assert env.effects(ids) == {ids[0]: 1}

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from servicekit.jobs import MAX_PAYLOAD_DEPTH, JobPayload
+from jobs.repository import MAX_PAYLOAD_DEPTH, JobPayload
 
 __all__ = [
     "ErrorBody",

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from servicekit import aws, jobs
+from jobs import repository
+from servicekit import aws
 from servicekit.scheduling import JobContext, JobRegistry, RunStore
 
 if TYPE_CHECKING:
@@ -75,13 +76,13 @@ def outbox_sweep(context: JobContext[Resources]) -> None:
     def send_batch() -> int:
         problems: list[str] = []
         with context.deps.database.connection() as conn:
-            pending = jobs.pending_enqueue(
+            pending = repository.pending_enqueue(
                 conn, older_than=timedelta(seconds=settings.outbox_min_age), limit=OUTBOX_BATCH
             )
             for start in range(0, len(pending), SQS_BATCH):
                 chunk = pending[start : start + SQS_BATCH]
                 entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                    {"Id": str(index), "MessageBody": jobs.message_body(job)}
+                    {"Id": str(index), "MessageBody": repository.message_body(job)}
                     for index, job in enumerate(chunk)
                 ]
                 try:
@@ -94,7 +95,7 @@ def outbox_sweep(context: JobContext[Resources]) -> None:
                     )
                     break  # SQS is down or refuses: the rest waits for the next sweep
                 for entry in response.get("Successful", []):
-                    jobs.mark_enqueued(conn, chunk[int(entry["Id"])].id)
+                    repository.mark_enqueued(conn, chunk[int(entry["Id"])].id)
                 problems.extend(
                     f"{chunk[int(entry['Id'])].id}: {entry['Code']}"
                     for entry in response.get("Failed", [])
@@ -117,7 +118,7 @@ def requeue_stuck(context: JobContext[Resources]) -> None:
     def requeue_batch() -> int:
         nonlocal requeued, dead
         with context.deps.database.connection() as conn:
-            changed = jobs.requeue_stuck(
+            changed = repository.requeue_stuck(
                 conn,
                 older_than=timedelta(seconds=settings.stuck_after),
                 max_attempts=settings.stuck_max_attempts,
@@ -125,7 +126,7 @@ def requeue_stuck(context: JobContext[Resources]) -> None:
             )
         for job in changed:
             logger.warning("job %s was stuck running: now %s", job.id, job.status.value)
-            if job.status is jobs.JobStatus.DEAD:
+            if job.status is repository.JobStatus.DEAD:
                 dead += 1
             else:
                 requeued += 1
@@ -142,7 +143,7 @@ def purge_finished(context: JobContext[Resources]) -> None:
 
     def purge_batch() -> int:
         with context.deps.database.connection() as conn:
-            return jobs.purge_finished(conn, older_than=retention, limit=PURGE_BATCH)
+            return repository.purge_finished(conn, older_than=retention, limit=PURGE_BATCH)
 
     purged = _in_batches(context, purge_batch, PURGE_BATCH)
     runs = context.deps.runs.purge(retention)

@@ -20,12 +20,12 @@ import logging
 import os
 from functools import partial
 
+from jobs.repository import JobMessage
 from servicekit import aws
 from servicekit.consumer import Consumer, TaskProtection
 from servicekit.db import open_database
 from servicekit.errors import ConfigurationError
 from servicekit.health import HealthRegistry, HealthServer
-from servicekit.jobs import JobMessage
 from servicekit.metrics import Metrics
 from servicekit.process import ServiceProcess, run_service
 from worker.processing import JobProcessor

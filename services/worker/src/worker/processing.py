@@ -1,10 +1,10 @@
 """From an SQS message to a finished job: the worker's handler for the consumer runtime.
 
-For each message (see :mod:`servicekit.jobs` for the statuses):
+For each message (see :mod:`jobs.repository` for the statuses):
 
-1. ``jobs.start`` in its own transaction: the job is ``running`` and its attempt counted, visibly,
-   while the handler runs. ``None`` means the job already finished (``succeeded`` or ``dead``) or
-   does not exist: the message is acknowledged and the handler does not run again.
+1. ``repository.start`` in its own transaction: the job is ``running`` and its attempt counted,
+   visibly, while the handler runs. ``None`` means the job already finished (``succeeded`` or
+   ``dead``) or does not exist: the message is acknowledged and the handler does not run again.
 2. The handler runs outside any transaction, so a long job holds no connection.
 3. Success: one transaction writes the effect row and marks the job ``succeeded``. If a duplicate
    delivery got there first, ``mark_succeeded`` raises and the transaction, effect included, is
@@ -25,7 +25,7 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from servicekit import jobs
+from jobs import repository
 from servicekit.consumer import Delivery, Poison
 from servicekit.db import Database
 from servicekit.logging import log_context
@@ -51,11 +51,11 @@ class JobProcessor:
         self.handlers = handlers
         self._tracer = tracer(__name__)
 
-    def __call__(self, delivery: Delivery[jobs.JobMessage]) -> None:
+    def __call__(self, delivery: Delivery[repository.JobMessage]) -> None:
         job_id = delivery.body.job_id
         with log_context(job_id=str(job_id)):
             with self.database.connection() as conn:
-                job = jobs.start(conn, job_id)
+                job = repository.start(conn, job_id)
             if job is None:
                 logger.info("job %s is finished or unknown: message acknowledged", job_id)
                 return
@@ -76,22 +76,22 @@ class JobProcessor:
         try:
             with self.database.connection() as conn:
                 conn.execute(_RECORD_EFFECT, (job_id, job_type, Jsonb(result)))
-                jobs.mark_succeeded(conn, job_id, result)
-        except jobs.JobAlreadyFinished as finished:
+                repository.mark_succeeded(conn, job_id, result)
+        except repository.JobAlreadyFinished as finished:
             logger.info("job %s: another delivery finished it first (%s)", job_id, finished)
             return
         logger.info("job %s succeeded", job_id)
 
     def _record_failure(
-        self, job_id: UUID, delivery: Delivery[jobs.JobMessage], error: Exception
+        self, job_id: UUID, delivery: Delivery[repository.JobMessage], error: Exception
     ) -> None:
         reason = f"{type(error).__name__}: {error}"
         try:
             with self.database.connection() as conn:
                 if delivery.last_attempt:
-                    jobs.mark_dead(conn, job_id, reason)
+                    repository.mark_dead(conn, job_id, reason)
                 else:
-                    jobs.mark_failed(conn, job_id, reason)
+                    repository.mark_failed(conn, job_id, reason)
         except Exception:
             # The message is retried either way; the status catches up on a later attempt.
             logger.exception("job %s: could not record the failure", job_id)
@@ -100,9 +100,9 @@ class JobProcessor:
 
     def on_poison(self, poison: Poison) -> None:
         """Mark the job dead if the unusable body still names one."""
-        job_id = jobs.JobMessage.job_id_in(poison.body)
+        job_id = repository.JobMessage.job_id_in(poison.body)
         if job_id is None:
             return
         with self.database.connection() as conn:
-            jobs.mark_dead(conn, job_id, f"poison message: {poison.reason}")
+            repository.mark_dead(conn, job_id, f"poison message: {poison.reason}")
         logger.error("job %s is dead: its message was poison", job_id)

@@ -2,9 +2,9 @@
 
 Installed as a pytest plugin (``pytest11`` entry point), so every service's tests, and services
 generated from the examples, get the same fixtures: ``moto_server``, ``aws_env``,
-``postgres_cluster``, ``postgres_db`` and ``migrated_db``; ``wait_until`` for polling (and
-``answers_ok``, a URL answering 200); and SQS helpers (``create_queue`` with its DLQ,
-``send_messages``, ``queue_counts``).
+``postgres_cluster`` and ``postgres_db`` (the jobs package adds ``migrated_db``); ``wait_until``
+for polling (and ``answers_ok``, a URL answering 200); and SQS helpers (``create_queue`` with its
+DLQ, ``send_messages``, ``queue_counts``).
 Nothing here mocks AWS or the database.
 """
 

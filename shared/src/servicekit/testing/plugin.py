@@ -52,15 +52,6 @@ def postgres_db(postgres_cluster: PostgresCluster) -> Iterator[Database]:
     postgres_cluster.drop_database(database)
 
 
-@pytest.fixture
-def migrated_db(postgres_db: Database) -> Database:
-    """``postgres_db`` with the suite's migrations applied."""
-    from servicekit import migrations  # noqa: PLC0415 - needs servicekit's db extra
-
-    migrations.upgrade(postgres_db.conninfo())
-    return postgres_db
-
-
 @pytest.fixture(scope="session")
 def compose_v2() -> None:
     """Skips, saying why, unless a Docker engine and Compose v2 answer (CI installs both)."""

@@ -13,7 +13,8 @@ from api.core.errors import ApiError
 from api.core.runtime import Runtime
 from api.deps import RuntimeDep
 from api.models import JobCreate, error_responses
-from servicekit import aws, jobs
+from jobs import repository
+from servicekit import aws
 from servicekit.errors import DependencyUnavailable
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -37,7 +38,10 @@ IdempotencyKey = Annotated[
     "",
     status_code=201,
     responses={
-        200: {"model": jobs.Job, "description": "Replay: the job this Idempotency-Key created"},
+        200: {
+            "model": repository.Job,
+            "description": "Replay: the job this Idempotency-Key created",
+        },
         201: {"description": "Job created and queued"},
         **error_responses(409, 413, 422, 503),
     },
@@ -47,7 +51,7 @@ def create_job(
     runtime: RuntimeDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> jobs.Job:
+) -> repository.Job:
     """Store the job, then send its SQS message.
 
     The job is committed before its message is sent, so a worker never receives an id it cannot
@@ -64,13 +68,13 @@ def create_job(
         )
     with runtime.database.connection() as conn:
         try:
-            created = jobs.create(
+            created = repository.create(
                 conn,
                 job_type=body.type.value,
                 payload=body.payload,
                 idempotency_key=idempotency_key,
             )
-        except jobs.IdempotencyKeyReused as error:
+        except repository.IdempotencyKeyReused as error:
             raise ApiError(409, "idempotency_key_reused", str(error)) from None
     job = created.job
     if created.created:
@@ -81,14 +85,14 @@ def create_job(
     return job
 
 
-def _enqueue(runtime: Runtime, job: jobs.Job) -> jobs.Job:
+def _enqueue(runtime: Runtime, job: repository.Job) -> repository.Job:
     """Send the job's message and set its outbox marker; a failure leaves it to the sweep.
 
     Returns the job as it now is (``enqueued_at`` set when the send went through).
     """
     try:
         aws.client("sqs").send_message(
-            QueueUrl=runtime.settings.queue_url, MessageBody=jobs.message_body(job)
+            QueueUrl=runtime.settings.queue_url, MessageBody=repository.message_body(job)
         )
     except (BotoCoreError, ClientError) as error:
         reason = aws.describe_error(error, service="sqs", resource=runtime.settings.queue_url)
@@ -96,8 +100,8 @@ def _enqueue(runtime: Runtime, job: jobs.Job) -> jobs.Job:
         return job
     try:
         with runtime.database.connection() as conn:
-            jobs.mark_enqueued(conn, job.id)
-            return jobs.get(conn, job.id) or job
+            repository.mark_enqueued(conn, job.id)
+            return repository.get(conn, job.id) or job
     except DependencyUnavailable as error:
         # The message is out; the sweep will send it again and the worker ignores the repeat.
         _log.warning("job %s sent but not marked enqueued: %s", job.id, error)
@@ -105,9 +109,9 @@ def _enqueue(runtime: Runtime, job: jobs.Job) -> jobs.Job:
 
 
 @router.get("/{job_id}", responses=error_responses(404, 422, 503))
-def get_job(job_id: UUID, runtime: RuntimeDep) -> jobs.Job:
+def get_job(job_id: UUID, runtime: RuntimeDep) -> repository.Job:
     with runtime.database.connection() as conn:
-        job = jobs.get(conn, job_id)
+        job = repository.get(conn, job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {job_id}")
     return job
@@ -116,17 +120,19 @@ def get_job(job_id: UUID, runtime: RuntimeDep) -> jobs.Job:
 @router.get("", responses=error_responses(422, 503))
 def list_jobs(
     runtime: RuntimeDep,
-    status: Annotated[jobs.JobStatus | None, Query(description="only jobs in this status")] = None,
+    status: Annotated[
+        repository.JobStatus | None, Query(description="only jobs in this status")
+    ] = None,
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> jobs.JobPage:
+) -> repository.JobPage:
     """Jobs newest first, one page at a time (keyset pagination: stable under inserts)."""
     try:
         with runtime.database.connection() as conn:
-            page = jobs.list_jobs(conn, status=status, limit=limit, cursor=cursor)
-    except jobs.InvalidCursor:
+            page = repository.list_jobs(conn, status=status, limit=limit, cursor=cursor)
+    except repository.InvalidCursor:
         raise ApiError(
             422,
             "validation_error",

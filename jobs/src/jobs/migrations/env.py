@@ -1,6 +1,6 @@
 """Alembic's environment: runs the versions on the command's connection, one migrator at a time.
 
-Only :mod:`servicekit.migrations` runs this (it passes the connection in ``config.attributes``).
+Only :mod:`jobs.migrations` runs this (it passes the connection in ``config.attributes``).
 """
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, text
 
-from servicekit.migrations import LOCK_KEY
+from jobs.migrations import LOCK_KEY
 
 config = context.config
 connection: Connection | None = config.attributes.get("connection")
 if connection is None or context.is_offline_mode():
-    raise RuntimeError("run migrations with `servicekit-migrate` (offline --sql is not supported)")
+    raise RuntimeError("run migrations with `jobs-migrate` (offline --sql is not supported)")
 
 # A session-level advisory lock: a second migrator waits here until the first is done, then finds
 # the schema at its target and does nothing. The server releases it if this process dies.

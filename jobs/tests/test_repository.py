@@ -12,9 +12,9 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from servicekit import jobs
+from jobs import repository
+from jobs.repository import JobStatus
 from servicekit.db import Database, DatabaseSettings
-from servicekit.jobs import JobStatus
 from servicekit.settings import RdsSecret
 from servicekit.testing import Database as PgDatabase
 from servicekit.testing import wait_until
@@ -34,8 +34,8 @@ def conn(conninfo: str) -> Iterator[Conn]:
         yield connection
 
 
-def new_job(conn: Conn, **payload: Any) -> jobs.Job:
-    return jobs.create(conn, job_type="echo", payload=payload).job
+def new_job(conn: Conn, **payload: Any) -> repository.Job:
+    return repository.create(conn, job_type="echo", payload=payload).job
 
 
 def backdate(conn: Conn, job_id: UUID, column: str, by: timedelta) -> None:
@@ -59,7 +59,7 @@ def wait_until_blocked(conninfo: str, timeout: float = 30.0) -> None:
 
 
 def test_create_and_get(conn: Conn) -> None:
-    created = jobs.create(conn, job_type="echo", payload={"text": "hi", "n": [1, 2]})
+    created = repository.create(conn, job_type="echo", payload={"text": "hi", "n": [1, 2]})
 
     assert created.created
     job = created.job
@@ -69,23 +69,23 @@ def test_create_and_get(conn: Conn) -> None:
         {"text": "hi", "n": [1, 2]},
     )
     assert job.enqueued_at is None
-    assert jobs.get(conn, job.id) == job
-    assert jobs.get(conn, uuid4()) is None
+    assert repository.get(conn, job.id) == job
+    assert repository.get(conn, uuid4()) is None
     # Without a key, the same request is a new job each time.
     assert new_job(conn, text="hi").id != new_job(conn, text="hi").id
 
 
 def test_idempotency_key_returns_the_existing_job(conn: Conn) -> None:
-    first = jobs.create(conn, job_type="echo", payload={"n": (1, 2)}, idempotency_key="k-1")
-    again = jobs.create(conn, job_type="echo", payload={"n": [1, 2]}, idempotency_key="k-1")
+    first = repository.create(conn, job_type="echo", payload={"n": (1, 2)}, idempotency_key="k-1")
+    again = repository.create(conn, job_type="echo", payload={"n": [1, 2]}, idempotency_key="k-1")
 
     assert first.created
     assert not again.created
     assert again.job == first.job
-    with pytest.raises(jobs.IdempotencyKeyReused, match=str(first.job.id)):
-        jobs.create(conn, job_type="echo", payload={"n": [3]}, idempotency_key="k-1")
-    with pytest.raises(jobs.IdempotencyKeyReused):
-        jobs.create(conn, job_type="other", payload={"n": [1, 2]}, idempotency_key="k-1")
+    with pytest.raises(repository.IdempotencyKeyReused, match=str(first.job.id)):
+        repository.create(conn, job_type="echo", payload={"n": [3]}, idempotency_key="k-1")
+    with pytest.raises(repository.IdempotencyKeyReused):
+        repository.create(conn, job_type="other", payload={"n": [1, 2]}, idempotency_key="k-1")
 
 
 def nested(depth: int) -> list[Any]:
@@ -109,8 +109,8 @@ def nested(depth: int) -> list[Any]:
 def test_a_payload_jsonb_cannot_store_is_refused_before_the_insert(
     conn: Conn, payload: dict[str, Any], problem: str
 ) -> None:
-    with pytest.raises(jobs.InvalidPayload, match=problem) as raised:
-        jobs.create(conn, job_type="echo", payload=payload)
+    with pytest.raises(repository.InvalidPayload, match=problem) as raised:
+        repository.create(conn, job_type="echo", payload=payload)
     assert isinstance(raised.value, ValueError)
     assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
     # The deepest payload allowed is stored.
@@ -119,21 +119,25 @@ def test_a_payload_jsonb_cannot_store_is_refused_before_the_insert(
 
 def test_the_message_body_names_the_job(conn: Conn) -> None:
     job = new_job(conn, n=1)
-    body = jobs.message_body(job)
+    body = repository.message_body(job)
 
     assert json.loads(body) == {"job_id": str(job.id), "type": "echo"}
-    assert jobs.JobMessage.model_validate_json(body) == jobs.JobMessage(job_id=job.id, type="echo")
+    assert repository.JobMessage.model_validate_json(body) == repository.JobMessage(
+        job_id=job.id, type="echo"
+    )
     # A body the model refuses (poison) may still name its job.
-    assert jobs.JobMessage.job_id_in(json.dumps({"job_id": str(job.id), "type": []})) == job.id
-    assert jobs.JobMessage.job_id_in("not json") is None
-    assert jobs.JobMessage.job_id_in('{"job_id": "nope"}') is None
+    assert (
+        repository.JobMessage.job_id_in(json.dumps({"job_id": str(job.id), "type": []})) == job.id
+    )
+    assert repository.JobMessage.job_id_in("not json") is None
+    assert repository.JobMessage.job_id_in('{"job_id": "nope"}') is None
 
 
 def test_idempotency_key_race(postgres_db: PgDatabase, conninfo: str) -> None:
     secret = RdsSecret.model_validate(postgres_db.rds_secret())
     contenders = 8
     barrier = threading.Barrier(contenders)
-    results: list[jobs.Created] = []
+    results: list[repository.Created] = []
     errors: list[BaseException] = []
 
     class Fixed:
@@ -150,7 +154,7 @@ def test_idempotency_key_race(postgres_db: PgDatabase, conninfo: str) -> None:
                 with database.connection() as connection:
                     barrier.wait(timeout=30)
                     results.append(
-                        jobs.create(
+                        repository.create(
                             connection, job_type="echo", payload={"n": 1}, idempotency_key="race"
                         )
                     )
@@ -177,19 +181,19 @@ def test_cursor_pagination(conn: Conn) -> None:
             new_job(conn, n=n)
     for n in range(13, 23):
         new_job(conn, n=n)
-    latest = jobs.list_jobs(conn, limit=4).items
+    latest = repository.list_jobs(conn, limit=4).items
     for job in latest:
-        jobs.start(conn, job.id)
+        repository.start(conn, job.id)
     everything = sorted(
-        jobs.list_jobs(conn, limit=100).items,
+        repository.list_jobs(conn, limit=100).items,
         key=lambda job: (job.created_at, job.id),
         reverse=True,
     )
 
-    seen: list[jobs.Job] = []
+    seen: list[repository.Job] = []
     cursor: str | None = None
     while True:
-        page = jobs.list_jobs(conn, limit=5, cursor=cursor)
+        page = repository.list_jobs(conn, limit=5, cursor=cursor)
         seen.extend(page.items)
         if page.next_cursor is None:
             break
@@ -197,73 +201,73 @@ def test_cursor_pagination(conn: Conn) -> None:
     assert [job.id for job in seen] == [job.id for job in everything]
     assert len(everything) == 23
 
-    first = jobs.list_jobs(conn, status=JobStatus.RUNNING, limit=3)
-    rest = jobs.list_jobs(conn, status=JobStatus.RUNNING, limit=3, cursor=first.next_cursor)
+    first = repository.list_jobs(conn, status=JobStatus.RUNNING, limit=3)
+    rest = repository.list_jobs(conn, status=JobStatus.RUNNING, limit=3, cursor=first.next_cursor)
     assert {job.id for job in first.items + rest.items} == {job.id for job in latest}
     assert rest.next_cursor is None
 
-    with pytest.raises(jobs.InvalidCursor):
-        jobs.list_jobs(conn, cursor="not-a-cursor")
+    with pytest.raises(repository.InvalidCursor):
+        repository.list_jobs(conn, cursor="not-a-cursor")
     with pytest.raises(ValueError, match="limit"):
-        jobs.list_jobs(conn, limit=0)
+        repository.list_jobs(conn, limit=0)
 
 
 def test_worker_lifecycle(conn: Conn) -> None:
     job = new_job(conn)
 
-    started = jobs.start(conn, job.id)
+    started = repository.start(conn, job.id)
     assert started is not None
     assert (started.status, started.attempts) == (JobStatus.RUNNING, 1)
     assert started.started_at is not None
     assert started.enqueued_at is not None
 
-    failed = jobs.mark_failed(conn, job.id, "boom " * 2000)
+    failed = repository.mark_failed(conn, job.id, "boom " * 2000)
     assert failed is not None
     assert failed.status == JobStatus.FAILED
     assert failed.error is not None
-    assert len(failed.error) == jobs.MAX_ERROR_LENGTH
-    assert jobs.mark_failed(conn, job.id, "not running any more") is None
+    assert len(failed.error) == repository.MAX_ERROR_LENGTH
+    assert repository.mark_failed(conn, job.id, "not running any more") is None
 
-    again = jobs.start(conn, job.id)
+    again = repository.start(conn, job.id)
     assert again is not None
     assert again.attempts == 2
-    done = jobs.mark_succeeded(conn, job.id, {"answer": 42})
+    done = repository.mark_succeeded(conn, job.id, {"answer": 42})
     assert (done.status, done.result, done.error) == (JobStatus.SUCCEEDED, {"answer": 42}, None)
     assert done.finished_at is not None
 
     # A redelivered message for a finished job: acknowledged without running it again.
-    assert jobs.start(conn, job.id) is None
-    assert jobs.mark_dead(conn, job.id, "too late") is None
-    with pytest.raises(jobs.JobAlreadyFinished, match="already succeeded"):
-        jobs.mark_succeeded(conn, job.id)
-    with pytest.raises(jobs.JobAlreadyFinished, match="does not exist") as missing:
-        jobs.mark_succeeded(conn, uuid4())
+    assert repository.start(conn, job.id) is None
+    assert repository.mark_dead(conn, job.id, "too late") is None
+    with pytest.raises(repository.JobAlreadyFinished, match="already succeeded"):
+        repository.mark_succeeded(conn, job.id)
+    with pytest.raises(repository.JobAlreadyFinished, match="does not exist") as missing:
+        repository.mark_succeeded(conn, uuid4())
     assert missing.value.status is None
-    assert jobs.start(conn, uuid4()) is None
+    assert repository.start(conn, uuid4()) is None
 
 
 def test_mark_dead(conn: Conn) -> None:
     job = new_job(conn)
-    jobs.start(conn, job.id)
-    jobs.mark_failed(conn, job.id, "first error")
+    repository.start(conn, job.id)
+    repository.mark_failed(conn, job.id, "first error")
 
-    dead = jobs.mark_dead(conn, job.id)
+    dead = repository.mark_dead(conn, job.id)
 
     assert dead is not None
     assert (dead.status, dead.error) == (JobStatus.DEAD, "first error")
     assert dead.finished_at is not None
-    assert jobs.start(conn, job.id) is None
+    assert repository.start(conn, job.id) is None
 
 
 def test_duplicate_delivery_commits_the_handler_effect_once(conn: Conn, conninfo: str) -> None:
     conn.execute("CREATE TABLE effects (job_id uuid NOT NULL)")
     job = new_job(conn)
-    jobs.start(conn, job.id)
-    outcome: list[BaseException | jobs.Job] = []
+    repository.start(conn, job.id)
+    outcome: list[BaseException | repository.Job] = []
 
-    def handle(connection: Conn) -> jobs.Job:
+    def handle(connection: Conn) -> repository.Job:
         connection.execute("INSERT INTO effects VALUES (%s)", (job.id,))
-        return jobs.mark_succeeded(connection, job.id, {"done": True})
+        return repository.mark_succeeded(connection, job.id, {"done": True})
 
     def duplicate() -> None:
         try:
@@ -281,30 +285,30 @@ def test_duplicate_delivery_commits_the_handler_effect_once(conn: Conn, conninfo
     second.join(timeout=30)
 
     assert len(outcome) == 1
-    assert isinstance(outcome[0], jobs.JobAlreadyFinished)
+    assert isinstance(outcome[0], repository.JobAlreadyFinished)
     assert conn.execute("SELECT count(*) FROM effects").fetchone() == (1,)
 
 
 def test_outbox_sweep(conn: Conn, conninfo: str) -> None:
     job = new_job(conn)
     sent = new_job(conn)
-    assert jobs.mark_enqueued(conn, sent.id)
-    assert not jobs.mark_enqueued(conn, sent.id)
+    assert repository.mark_enqueued(conn, sent.id)
+    assert not repository.mark_enqueued(conn, sent.id)
 
     # The API gets its own time to send the message.
-    assert jobs.pending_enqueue(conn, older_than=timedelta(hours=1)) == []
+    assert repository.pending_enqueue(conn, older_than=timedelta(hours=1)) == []
 
     with psycopg.connect(conninfo) as sweeper, psycopg.connect(conninfo) as other:
-        pending = jobs.pending_enqueue(sweeper, older_than=timedelta(0))
+        pending = repository.pending_enqueue(sweeper, older_than=timedelta(0))
         assert [found.id for found in pending] == [job.id]
         # A concurrent sweep skips the rows the first one holds.
-        assert jobs.pending_enqueue(other, older_than=timedelta(0)) == []
+        assert repository.pending_enqueue(other, older_than=timedelta(0)) == []
         other.rollback()
-        assert jobs.mark_enqueued(sweeper, job.id)
+        assert repository.mark_enqueued(sweeper, job.id)
         sweeper.commit()
 
-    assert jobs.pending_enqueue(conn, older_than=timedelta(0)) == []
-    marked = jobs.get(conn, job.id)
+    assert repository.pending_enqueue(conn, older_than=timedelta(0)) == []
+    marked = repository.get(conn, job.id)
     assert marked is not None
     assert marked.enqueued_at is not None
 
@@ -312,15 +316,15 @@ def test_outbox_sweep(conn: Conn, conninfo: str) -> None:
 def test_requeue_stuck(conn: Conn, conninfo: str) -> None:
     stuck, exhausted, busy, fresh = (new_job(conn, n=n) for n in range(4))
     for job in (stuck, exhausted, busy, fresh):
-        jobs.start(conn, job.id)
-    jobs.start(conn, exhausted.id)
+        repository.start(conn, job.id)
+    repository.start(conn, exhausted.id)
     for job in (stuck, exhausted, busy):
         backdate(conn, job.id, "updated_at", timedelta(hours=2))
 
     with psycopg.connect(conninfo) as worker:
         # A live worker's transaction holds the row: the job is being worked on, not stuck.
         worker.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (busy.id,))
-        changed = jobs.requeue_stuck(conn, older_than=timedelta(hours=1), max_attempts=2)
+        changed = repository.requeue_stuck(conn, older_than=timedelta(hours=1), max_attempts=2)
 
     by_id = {job.id: job for job in changed}
     assert set(by_id) == {stuck.id, exhausted.id}
@@ -330,24 +334,24 @@ def test_requeue_stuck(conn: Conn, conninfo: str) -> None:
     assert by_id[exhausted.id].error == "stuck running after 2 attempts"
     # The outbox sweep sends the requeued job again once it has waited its turn.
     backdate(conn, stuck.id, "updated_at", timedelta(minutes=5))
-    pending = jobs.pending_enqueue(conn, older_than=timedelta(minutes=1))
+    pending = repository.pending_enqueue(conn, older_than=timedelta(minutes=1))
     assert [job.id for job in pending] == [stuck.id]
 
 
 def test_purge_finished(conn: Conn) -> None:
     old_done, old_dead, recent_done, old_queued = (new_job(conn, n=n) for n in range(4))
     for job in (old_done, recent_done):
-        jobs.start(conn, job.id)
-        jobs.mark_succeeded(conn, job.id)
-    jobs.mark_dead(conn, old_dead.id, "poison")
+        repository.start(conn, job.id)
+        repository.mark_succeeded(conn, job.id)
+    repository.mark_dead(conn, old_dead.id, "poison")
     for job in (old_done, old_dead):
         backdate(conn, job.id, "finished_at", timedelta(days=40))
     backdate(conn, old_queued.id, "created_at", timedelta(days=40))
 
-    assert jobs.purge_finished(conn, older_than=timedelta(days=30), limit=1) == 1
-    assert jobs.purge_finished(conn, older_than=timedelta(days=30)) == 1
+    assert repository.purge_finished(conn, older_than=timedelta(days=30), limit=1) == 1
+    assert repository.purge_finished(conn, older_than=timedelta(days=30)) == 1
 
-    remaining = {job.id for job in jobs.list_jobs(conn).items}
+    remaining = {job.id for job in repository.list_jobs(conn).items}
     assert remaining == {recent_done.id, old_queued.id}
 
 
@@ -356,4 +360,4 @@ def test_job_serialises_for_the_api(conn: Conn) -> None:
     dumped = job.model_dump(mode="json")
     assert dumped["status"] == "queued"
     assert dumped["id"] == str(job.id)
-    assert jobs.Job.model_validate(dumped) == job
+    assert repository.Job.model_validate(dumped) == job

@@ -1,13 +1,13 @@
-"""Schema migrations (alembic), behind servicekit's ``migrations`` extra.
+"""Schema migrations (alembic), behind the jobs package's ``migrations`` extra.
 
 They run only through this explicit command, never at a service's start: a one-off ECS task (the
 scheduler's task definition, the maintenance service whose image carries the extra, with a
 command override) before a deployment, or compose's init step. The api and worker images leave
 alembic and SQLAlchemy out: they never migrate, and it keeps their images about 35 MB smaller.
 
-    servicekit-migrate upgrade               # credentials from DB_SECRET, read as the services do
-    servicekit-migrate --conninfo "host=... dbname=... user=... password=..." upgrade
-    python -m servicekit.migrations current
+    jobs-migrate upgrade               # credentials from DB_SECRET, read as the services do
+    jobs-migrate --conninfo "host=... dbname=... user=... password=..." upgrade
+    python -m jobs.migrations current
 
 Without ``--conninfo`` the command loads :class:`MigrationSettings` like a service loads its
 settings (``APP_NAME``, ``APP_ENV``, ``SERVICE_NAME``, ``DB_SECRET``; TLS from ``database.*``).
@@ -40,7 +40,7 @@ try:
     from sqlalchemy.pool import NullPool
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "servicekit.migrations needs alembic and SQLAlchemy: install `servicekit[migrations]` "
+        "jobs.migrations needs alembic and SQLAlchemy: install `jobs[migrations]` "
         "(the scheduler image has it; run migrations there)"
     ) from error
 
@@ -130,7 +130,7 @@ def heads() -> tuple[str, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="servicekit-migrate",
+        prog="jobs-migrate",
         description="Apply or inspect the database schema (run as an explicit step, never at "
         "service start). Credentials: the DB_SECRET secret, read as the services read it.",
     )
@@ -157,15 +157,13 @@ def _connect_from_settings() -> Callable[[], psycopg.Connection[Any]]:
     settings = MigrationSettings.load()
 
     def connect_now() -> psycopg.Connection[Any]:
-        return db.connect(
-            settings.db_secret, settings.database, application_name="servicekit-migrate"
-        )
+        return db.connect(settings.db_secret, settings.database, application_name="jobs-migrate")
 
     return connect_now
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``servicekit-migrate`` command: 0 done, 1 failed, 2 configuration missing or invalid."""
+    """The ``jobs-migrate`` command: 0 done, 1 failed, 2 configuration missing or invalid."""
     args = _parser().parse_args(argv)
     configure_logging(
         service=os.environ.get("SERVICE_NAME", "migrate"),

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from servicekit import aws, migrations
+from jobs import migrations
+from servicekit import aws
 from servicekit.testing import Database, MotoServer, wait_until
 
 
@@ -24,7 +25,7 @@ def _tables(database: Database) -> set[str]:
 
 def _migrate(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "servicekit.migrations", *args],
+        [sys.executable, "-m", "jobs.migrations", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,0 +1,3 @@
+from jobs.migrations import main
+
+raise SystemExit(main())

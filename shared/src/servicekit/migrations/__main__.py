@@ -1,3 +1,0 @@
-from servicekit.migrations import main
-
-raise SystemExit(main())
