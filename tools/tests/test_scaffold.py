@@ -313,8 +313,11 @@ def test_a_consumer_named_after_a_queue_in_use_is_refused(
     pristine: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(pristine)
-    line = refused(pristine, capsys, "jobs", "--from", "worker")
-    assert "'jobs' is taken: a queue of that name exists" in line
+    # "jobs", the example's queue, is also a workspace member: the worker consumes "tasks" here.
+    spec = pristine / "services" / "worker" / "service.toml"
+    spec.write_text(spec.read_text().replace('queue = "jobs"', 'queue = "tasks"'))
+    line = refused(pristine, capsys, "tasks", "--from", "worker")
+    assert "'tasks' is taken: a queue of that name exists" in line
 
 
 def test_a_failed_lock_takes_the_new_folder_back(
