@@ -1,4 +1,7 @@
-"""``/jobs``: create a job (stored, then queued on SQS), read one, list them."""
+"""``/jobs``: create a job (stored, then queued on SQS), read one, list them.
+
+Every route needs a bearer token: ``jobs:read`` to read, ``jobs:write`` to create (:mod:`api.deps`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from api.core.errors import ApiError
 from api.core.runtime import Runtime
-from api.deps import RuntimeDep
+from api.deps import Reader, RuntimeDep, Writer
 from api.models import JobCreate, error_responses
 from servicekit import aws, jobs
 from servicekit.errors import DependencyUnavailable
@@ -39,12 +42,13 @@ IdempotencyKey = Annotated[
     responses={
         200: {"model": jobs.Job, "description": "Replay: the job this Idempotency-Key created"},
         201: {"description": "Job created and queued"},
-        **error_responses(409, 413, 422, 503),
+        **error_responses(401, 403, 409, 413, 422, 503),
     },
 )
 def create_job(
     body: JobCreate,
     runtime: RuntimeDep,
+    caller: Writer,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> jobs.Job:
@@ -74,7 +78,11 @@ def create_job(
             raise ApiError(409, "idempotency_key_reused", str(error)) from None
     job = created.job
     if created.created:
-        _log.info("job %s accepted", job.id, extra={"job_id": str(job.id), "job_type": job.type})
+        _log.info(
+            "job %s accepted",
+            job.id,
+            extra={"job_id": str(job.id), "job_type": job.type, "principal": caller.subject},
+        )
         job = _enqueue(runtime, job)
     response.status_code = 201 if created.created else 200
     response.headers["Location"] = f"/jobs/{job.id}"
@@ -104,8 +112,8 @@ def _enqueue(runtime: Runtime, job: jobs.Job) -> jobs.Job:
         return job
 
 
-@router.get("/{job_id}", responses=error_responses(404, 422, 503))
-def get_job(job_id: UUID, runtime: RuntimeDep) -> jobs.Job:
+@router.get("/{job_id}", responses=error_responses(401, 403, 404, 422, 503))
+def get_job(job_id: UUID, runtime: RuntimeDep, caller: Reader) -> jobs.Job:
     with runtime.database.connection() as conn:
         job = jobs.get(conn, job_id)
     if job is None:
@@ -113,9 +121,10 @@ def get_job(job_id: UUID, runtime: RuntimeDep) -> jobs.Job:
     return job
 
 
-@router.get("", responses=error_responses(422, 503))
+@router.get("", responses=error_responses(401, 403, 422, 503))
 def list_jobs(
     runtime: RuntimeDep,
+    caller: Reader,
     status: Annotated[jobs.JobStatus | None, Query(description="only jobs in this status")] = None,
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page")
