@@ -32,6 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -46,6 +47,13 @@ __all__ = ["Issuer", "IssuerConfig"]
 ALGORITHM = "RS256"
 # The current key and the one before it: tokens signed just before a rotation stay verifiable.
 KEYS_KEPT = 2
+# What a /dev/token request may set besides principal and scopes, and its JSON type.
+_DEV_OPTIONS: dict[str, type] = {
+    "lifetime": int,
+    "not_before_in": int,
+    "client_id": str,
+    "token_use": str,
+}
 
 
 @dataclass(frozen=True)
@@ -157,18 +165,19 @@ class Issuer:
 
     async def _token(self, request: Request) -> JSONResponse:
         """RFC 6749 section 4.4, with its error answers (section 5.2)."""
-        form = await request.form()
+        # application/x-www-form-urlencoded, the grant's only encoding: no multipart parser.
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
         if form.get("grant_type") != "client_credentials":
             return _oauth_error(400, "unsupported_grant_type")
         client_id, client_secret = _client_credentials(request.headers.get("authorization"))
-        client_id = client_id or str(form.get("client_id") or "")
-        client_secret = client_secret or str(form.get("client_secret") or "")
+        client_id = client_id or form.get("client_id", "")
+        client_secret = client_secret or form.get("client_secret", "")
         known = secrets.compare_digest(client_id, self.config.client_id) and (
             secrets.compare_digest(client_secret, self.config.client_secret)
         )
         if not known:
             return _oauth_error(401, "invalid_client")
-        requested = str(form.get("scope") or "").split() or list(self.config.scopes)
+        requested = form.get("scope", "").split() or list(self.config.scopes)
         if not set(requested) <= set(self.config.scopes):
             return _oauth_error(400, "invalid_scope")
         token = self.mint(client_id, requested)
@@ -182,12 +191,13 @@ class Issuer:
             body = await request.json()
             subject = body["principal"]
             scopes = body.get("scopes", list(self.config.scopes))
-            options = {
-                name: body[name]
-                for name in ("lifetime", "not_before_in", "client_id", "token_use")
-                if name in body
-            }
-            valid = isinstance(subject, str) and subject and isinstance(scopes, list)
+            options = {name: body[name] for name in _DEV_OPTIONS if name in body}
+            valid = (
+                isinstance(subject, str)
+                and bool(subject)
+                and isinstance(scopes, list)
+                and all(isinstance(options[name], _DEV_OPTIONS[name]) for name in options)
+            )
         except (ValueError, KeyError, TypeError):
             valid = False
         if not valid:
