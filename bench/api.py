@@ -10,6 +10,11 @@ threads and connections:
 - ``POST /jobs``: the API validates the body, inserts the job into PostgreSQL, sends its SQS
   message (moto, in this process) and marks it enqueued; the bare app parses the JSON and
   answers 201 (the framework's floor, no I/O). Target: the API's p99 under 5x its p50.
+- authentication: ``POST /jobs`` and ``GET /jobs/{id}`` with a bearer token (``api``) beside the
+  same app with authentication taken out (``noauth``, bench/unauthenticated.py), same run. The
+  token comes from the local issuer (in this process); the API verifies it on every request
+  (signature and claims), the issuer's keys fetched once. Target: auth on at least 0.9 of auth
+  off's requests/s.
 
 moto's SendMessage slows down as a queue fills, so a thread drains the queue during the POST
 runs to keep the backlog small. Figures are medians over the rounds, [min-max] beside them.
@@ -36,11 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from issuer import Issuer, IssuerConfig, serving
 from jobs import migrations
 from servicekit import aws
 from servicekit.spec import load_spec
@@ -174,8 +181,13 @@ def draining(queue_url: str) -> Iterator[None]:
         thread.join()
 
 
-def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str]:
-    """moto and PostgreSQL with the jobs schema; the API's environment and its queue URL."""
+def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str, Issuer]:
+    """moto, PostgreSQL with the jobs schema, the token issuer; the API's environment, its queue
+    URL and the issuer."""
+    port = free_port()
+    issuer = stack.enter_context(
+        serving(Issuer(IssuerConfig(url=f"http://127.0.0.1:{port}")), port)
+    )
     moto = MotoServer()
     moto.start()
     stack.callback(moto.stop)
@@ -197,8 +209,10 @@ def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str]:
         "SERVICE_NAME": "api",
         "DB_SECRET": secret_id,
         "QUEUE_URL": queue_url,
+        "AUTH__ISSUER": issuer.config.url,
+        "AUTH__AUDIENCES": json.dumps([issuer.config.client_id]),
     }
-    return environ, queue_url
+    return environ, queue_url, issuer
 
 
 def summary(runs: list[Run]) -> dict[str, Any]:
@@ -231,34 +245,52 @@ def main() -> int:
         return 2
 
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
-        environ, queue_url = backing_services(stack)
+        environ, queue_url, issuer = backing_services(stack)
+        # Every request carries the token; the noauth app never looks at it.
+        authorization = f"Bearer {issuer.mint('bench', ['jobs:read', 'jobs:write'])}"
         post = Path(scratch) / "post.lua"
         post.write_text(
             'wrk.method = "POST"\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "{authorization}"\n'
             f"wrk.body = {json.dumps(json.dumps(JOB))}\n"
         )
-        bare = [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG, "bench.api:bare_app"]
+        get = Path(scratch) / "get.lua"
+        get.write_text(f'wrk.headers["Authorization"] = "{authorization}"\n')
+        gunicorn = [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG]
         servers = {
-            "bare": Server(bare, free_port(), environ),
+            "bare": Server([*gunicorn, "bench.api:bare_app"], free_port(), environ),
             "api": Server(load_spec(SERVICE_DIR / "service.toml").command, free_port(), environ),
+            "noauth": Server([*gunicorn, "bench.unauthenticated:app"], free_port(), environ),
         }
         for server in servers.values():
             stack.callback(server.stop)
         servers["bare"].wait("/health")
         servers["api"].wait("/ready")
+        servers["noauth"].wait("/ready")
+        job = httpx.post(
+            servers["api"].url + "/jobs", json=JOB, headers={"Authorization": authorization}
+        )
+        job.raise_for_status()
+        # What each path is loaded with, and which servers answer it (bare has no /jobs/{id}).
+        plan = (
+            ("GET /health", "/health", None, ("bare", "api")),
+            ("POST /jobs", "/jobs", post, ("bare", "api", "noauth")),
+            ("GET /jobs/{id}", f"/jobs/{job.json()['id']}", get, ("api", "noauth")),
+        )
 
         runs: dict[tuple[str, str], list[Run]] = {}
         load = {"threads": args.threads, "connections": args.connections}
         for round_number in range(1, args.rounds + 1):
-            for path, script in (("GET /health", None), ("POST /jobs", post)):
-                for name, server in servers.items():
-                    url = server.url + path.split()[1]
+            for path, target, script, names in plan:
+                for name in names:
+                    server = servers[name]
+                    url = server.url + target
                     with draining(queue_url):
                         run = wrk(url, duration=args.duration, script=script, **load)
                     runs.setdefault((name, path), []).append(run)
                     print(
-                        f"round {round_number} {name:>4} {path:<11} "
+                        f"round {round_number} {name:>6} {path:<14} "
                         f"{run.requests_per_second:>9.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
                         f"p99 {run.p99_ms:7.2f} ms  errors {run.errors}",
                         flush=True,
@@ -289,11 +321,11 @@ def main() -> int:
             ],
         }
         args.json.write_text(json.dumps(document, indent=2))
-    print(f"{'':4} {'':11} {'req/s':>22} {'p50 ms':>22} {'p99 ms':>22}  errors")
+    print(f"{'':6} {'':14} {'req/s':>22} {'p50 ms':>22} {'p99 ms':>22}  errors")
     figures = {key: summary(value) for key, value in runs.items()}
     for (name, path), figure in figures.items():
         print(
-            f"{name:>4} {path:<11} {_fmt(figure['rps'], 0):>22} {_fmt(figure['p50'], 2):>22} "
+            f"{name:>6} {path:<14} {_fmt(figure['rps'], 0):>22} {_fmt(figure['p50'], 2):>22} "
             f"{_fmt(figure['p99'], 2):>22}  {figure['errors']}"
         )
 
@@ -306,6 +338,9 @@ def main() -> int:
         f"POST /jobs   api / bare requests/s: {jobs['rps'][0] / floor['rps'][0]:.3f}  "
         "(bare: no database, no SQS)"
     )
+    for path in ("POST /jobs", "GET /jobs/{id}"):
+        ratio = figures[("api", path)]["rps"][0] / figures[("noauth", path)]["rps"][0]
+        print(f"{path:<14} auth on / auth off requests/s: {ratio:.3f}  (target >= 0.90)")
     return 0
 
 

@@ -96,7 +96,9 @@ class Load:
             return True
 
     def _post(self) -> None:
-        with httpx.Client(base_url=self.suite.api_url, timeout=30) as client:
+        token = self.suite.token("bench")
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=self.suite.api_url, headers=headers, timeout=30) as client:
             while not self.stop.is_set():
                 if not self._room():
                     self.stop.wait(0.002)

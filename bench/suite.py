@@ -79,6 +79,11 @@ class Suite:
         self._addresses.clear()
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10")
 
+    def token(self, principal: str) -> str:
+        """A bearer token for ``principal`` from the suite's issuer, as ``make token`` gets one."""
+        answer = self.compose("exec", "-T", "issuer", "issuer", "token", "--principal", principal)
+        return answer.splitlines()[-1]
+
     def container(self, service: str) -> str:
         return self.compose("ps", "--quiet", service).strip()
 

@@ -64,6 +64,18 @@ class Suite:
         )
         return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
+    def token(self, principal: str) -> str:
+        """A bearer token the way a user gets one: ``make -s token`` (its last line)."""
+        result = subprocess.run(
+            ["make", "-s", "token", f"PRINCIPAL={principal}"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.splitlines()[-1]
+
     def post_job(self, job_type: str, payload: dict[str, Any]) -> str:
         response = self.api.post("/jobs", json={"type": job_type, "payload": payload})
         assert response.status_code in (201, 202), response.text
@@ -85,6 +97,7 @@ def suite(compose_v2: None) -> Iterator[Suite]:
         pytest.fail(f"docker compose up failed:\n{up.stderr[-4000:]}\n{logs[-6000:]}")
     print(f"compose up to all healthy: {time.monotonic() - started:.1f} s")
     try:
+        suite.api.headers["Authorization"] = f"Bearer {suite.token('e2e')}"
         yield suite
     finally:
         suite.api.close()
@@ -93,7 +106,7 @@ def suite(compose_v2: None) -> Iterator[Suite]:
 
 def test_a_job_goes_through_every_service(suite: Suite) -> None:
     assert suite.api.get("/health").json() == {"status": "ok"}
-    assert suite.api.get("/ready").status_code == 200
+    assert suite.api.get("/ready").json() == {"status": "ok"}
     job_id = suite.post_job("echo", {"hello": "ecs"})
     wait_until(
         lambda: suite.statuses([job_id])[job_id] == "succeeded", 60, "the job to succeed", 0.5
@@ -101,6 +114,16 @@ def test_a_job_goes_through_every_service(suite: Suite) -> None:
     job = suite.api.get(f"/jobs/{job_id}").json()
     assert job["result"] == {"echo": {"hello": "ecs"}}
     assert job["attempts"] == 1
+
+
+def test_the_api_needs_a_token_from_the_issuer(suite: Suite) -> None:
+    anonymous = suite.api.get("/jobs", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    forged = suite.api.get("/jobs", headers={"Authorization": "Bearer e30.e30.c2ln"})
+    assert forged.status_code == 401
+    reader = {"Authorization": f"Bearer {suite.token('e2e-other')}"}
+    assert suite.api.get("/jobs", headers=reader).status_code == 200
 
 
 def test_the_scheduler_records_its_runs(suite: Suite) -> None:

@@ -1,5 +1,6 @@
 """Fixtures of the API's tests: moto (secret, queue, parameters), a migrated PostgreSQL database,
-the app in-process (``client``) and the container's command as a process (``serve``)."""
+the local token issuer (``issuer``, real HTTP), the app in-process (``client``, sending a token
+with ``jobs:read`` and ``jobs:write``) and the container's command as a process (``serve``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from issuer import Issuer, IssuerConfig, serving
 from jobs import migrations
 from servicekit import aws
 from servicekit.spec import ServiceSpec, load_spec
@@ -27,6 +30,30 @@ from servicekit.testing.moto import free_port
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 APP, ENV = "suite", "test"
+CLIENT_ID = "jobs-test-client"
+READ_WRITE = ("jobs:read", "jobs:write")
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[Issuer]:
+    """The local issuer on a loopback port: JWKS, tokens, rotation (``issuer.rotate()``)."""
+    port = free_port()
+    config = IssuerConfig(url=f"http://127.0.0.1:{port}", client_id=CLIENT_ID)
+    with serving(Issuer(config), port) as running:
+        yield running
+
+
+def bearer_header(
+    issuer: Issuer, principal: str = "alice", scopes: Sequence[str] = READ_WRITE
+) -> dict[str, str]:
+    """An ``Authorization`` header with a token the issuer signed."""
+    return {"Authorization": f"Bearer {issuer.mint(principal, list(scopes))}"}
+
+
+@pytest.fixture
+def bearer(issuer: Issuer) -> Callable[..., dict[str, str]]:
+    """``bearer(principal="alice", scopes=("jobs:read", "jobs:write"))``: a header with a token."""
+    return lambda principal="alice", scopes=READ_WRITE: bearer_header(issuer, principal, scopes)
 
 
 def load_service_spec() -> ServiceSpec:
@@ -68,7 +95,7 @@ class ApiEnv:
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def prepare(database: Database, monkeypatch: pytest.MonkeyPatch) -> ApiEnv:
+def prepare(database: Database, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> ApiEnv:
     """Migrate ``database``, put its secret and a queue in moto, and set the API's environment."""
     migrations.upgrade(database.conninfo())
     # One id per database: the process-wide secret cache outlives a test's moto state.
@@ -86,6 +113,9 @@ def prepare(database: Database, monkeypatch: pytest.MonkeyPatch) -> ApiEnv:
         # A test with the database down should not wait the production 5 s per request.
         "DATABASE__POOL_TIMEOUT": "2",
         "FLAGS_TTL_SECONDS": "0.2",
+        "AUTH__ISSUER": issuer.config.url,
+        "AUTH__AUDIENCES": json.dumps([CLIENT_ID]),
+        "DOCS_ENABLED": "true",
     }
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
@@ -93,29 +123,32 @@ def prepare(database: Database, monkeypatch: pytest.MonkeyPatch) -> ApiEnv:
 
 
 @pytest.fixture
-def api_env(aws_env: MotoServer, postgres_db: Database, monkeypatch: pytest.MonkeyPatch) -> ApiEnv:
-    return prepare(postgres_db, monkeypatch)
+def api_env(
+    aws_env: MotoServer, postgres_db: Database, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> ApiEnv:
+    return prepare(postgres_db, issuer, monkeypatch)
 
 
 @pytest.fixture
 def prepare_api(
-    aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch
+    aws_env: MotoServer, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[Database], ApiEnv]:
     """``prepare`` for a database of the test's own (e.g. on a cluster it stops)."""
-    return lambda database: prepare(database, monkeypatch)
+    return lambda database: prepare(database, issuer, monkeypatch)
 
 
 @pytest.fixture
-def client(api_env: ApiEnv) -> Iterator[TestClient]:
-    """The app in-process, its lifespan run (settings loaded, pool open)."""
-    with TestClient(create_app()) as test_client:
+def client(api_env: ApiEnv, issuer: Issuer) -> Iterator[TestClient]:
+    """The app in-process, its lifespan run (settings loaded, pool open), sending a token."""
+    with TestClient(create_app(), headers=bearer_header(issuer)) as test_client:
         yield test_client
 
 
 class Server:
     """The container's command (``api``: gunicorn with ``api.gunicorn_conf``) as a child."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, headers: dict[str, str], workers: int = 2) -> None:
+        self.headers = headers  # every request's: a bearer token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
@@ -144,7 +177,11 @@ class Server:
         return [json.loads(line) for line in list(self.lines) if line]
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10)
+        return httpx.get(self.url + path, headers=self.headers, timeout=10)
+
+    def post(self, path: str, *, timeout: float = 10, **kwargs: Any) -> httpx.Response:
+        headers = self.headers | kwargs.pop("headers", {})
+        return httpx.post(self.url + path, headers=headers, timeout=timeout, **kwargs)
 
     def answers(self, path: str, status: int) -> bool:
         try:
@@ -176,12 +213,12 @@ class Server:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
+def serve(issuer: Issuer) -> Iterator[Callable[..., Server]]:
     """``serve(workers=2)``: the container's command, ready; killed after the test if still up."""
     started: list[Server] = []
 
     def start(workers: int = 2) -> Server:
-        server = Server(workers)
+        server = Server(bearer_header(issuer), workers)
         started.append(server)
         server.wait_ready()
         return server

@@ -51,11 +51,42 @@ def test_the_openapi_schema_documents_every_route_and_the_error_shape(client: Te
     error = create["responses"]["422"]["content"]["application/json"]["schema"]
     assert error == {"$ref": "#/components/schemas/ErrorResponse"}
     assert schema["components"]["schemas"]["JobType"]["enum"] == ["echo", "sleep", "fail"]
-    assert client.get("/docs").status_code == 200
+    # The Authorize button: a bearer scheme, required by every /jobs operation and no other,
+    # with the scope each needs (OpenAPI 3.1 lets a non-OAuth scheme list them).
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    secured = {
+        (path, method): operation["security"]
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "security" in operation
+    }
+    assert secured == {
+        ("/jobs", "get"): [{"HTTPBearer": ["jobs:read"]}],
+        ("/jobs", "post"): [{"HTTPBearer": ["jobs:write"]}],
+        ("/jobs/{job_id}", "get"): [{"HTTPBearer": ["jobs:read"]}],
+    }
+    assert {"401", "403"} <= set(create["responses"])
+    assert "swagger-ui" in client.get("/docs").text
+    assert client.get("/redoc").status_code == 200
+
+
+@pytest.mark.parametrize("environ", [{"DOCS_ENABLED": "false"}, {"APP_ENV": "production"}])
+def test_docs_can_be_turned_off_and_are_off_outside_development(
+    api_env: Any, monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]
+) -> None:
+    if "APP_ENV" in environ:
+        monkeypatch.delenv("DOCS_ENABLED")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with TestClient(create_app()) as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            response = client.get(path)
+            assert response.status_code == 404, path
+            assert response.json()["error"]["code"] == "not_found"
 
 
 def test_no_generated_request_gets_a_5xx(serve: Callable[..., Any], api_env: Any) -> None:
-    server = serve()
+    server = serve()  # its requests carry a token: the routes behind authentication are reached
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     answered: Counter[int] = Counter()
     server_errors: list[str] = []
@@ -77,7 +108,7 @@ def test_no_generated_request_gets_a_5xx(serve: Callable[..., Any], api_env: Any
                 suppress_health_check=list(HealthCheck),
             )
             def call(case: schemathesis.Case[Any]) -> None:
-                response = case.call(base_url=server.url, timeout=10)
+                response = case.call(base_url=server.url, headers=server.headers, timeout=10)
                 answered[response.status_code] += 1
                 if response.status_code >= 500:
                     server_errors.append(f"{case.as_curl_command()} -> {response.status_code}")

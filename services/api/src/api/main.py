@@ -17,7 +17,7 @@ from api.core.errors import install_error_handlers
 from api.core.middleware import BodySizeLimit, HealthCheck, RequestContext
 from api.core.runtime import Runtime
 from api.models import error_responses
-from api.routes import health, jobs
+from api.routes import docs, health, jobs
 
 __all__ = ["app", "create_app"]
 
@@ -39,6 +39,10 @@ def create_app() -> HealthCheck:
         summary="Accepts jobs, stores them in PostgreSQL and queues them on SQS.",
         version="1.0.0",
         lifespan=lifespan,
+        # Served by api.routes.docs, which reads the docs_enabled setting per request.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         # Outermost first; HealthCheck is outside FastAPI altogether.
         middleware=[Middleware(RequestContext), Middleware(BodySizeLimit)],
         responses=error_responses(500),
@@ -46,6 +50,7 @@ def create_app() -> HealthCheck:
     install_error_handlers(api)
     api.include_router(health.router)
     api.include_router(jobs.router)
+    api.include_router(docs.router)
     return HealthCheck(api)
 
 

@@ -45,10 +45,9 @@ class Liveness(BaseModel):
 
 
 class Readiness(BaseModel):
+    """Only the outcome: which dependency fails, and why, is logged, not told to callers."""
+
     status: Literal["ok", "fail"]
-    checks: dict[str, str] = Field(
-        description='each check\'s result: "ok" or why it failed', examples=[{"database": "ok"}]
-    )
 
 
 class ErrorDetail(BaseModel):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from servicekit import aws
@@ -26,19 +28,24 @@ def test_health_refuses_other_methods_in_the_error_shape(client: TestClient) -> 
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_ready_reports_every_check(client: TestClient) -> None:
+def test_ready_answers_ok(client: TestClient) -> None:
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "sqs": "ok"}}
+    assert response.json() == {"status": "ok"}
 
 
-def test_ready_names_the_failing_check(client: TestClient, api_env: Any) -> None:
+def test_ready_logs_the_failing_check_and_answers_only_fail(
+    client: TestClient, api_env: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     aws.client("sqs").delete_queue(QueueUrl=api_env.queue_url)
-    response = client.get("/ready")
+    with caplog.at_level(logging.WARNING, logger="servicekit.health"):
+        response = client.get("/ready")
     assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "fail"
-    assert body["checks"]["database"] == "ok"
-    assert (
-        "QueueDoesNotExist" in body["checks"]["sqs"] or "NonExistentQueue" in body["checks"]["sqs"]
-    )
+    assert response.json() == {"status": "fail"}
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(
+        "readiness check sqs failing" in line
+        and ("QueueDoesNotExist" in line or "NonExistentQueue" in line)
+        for line in logged
+    ), logged
+    assert not any("database failing" in line for line in logged)

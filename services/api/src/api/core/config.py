@@ -8,11 +8,63 @@ environment only): the master needs them before any settings could be read.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from servicekit.db import DatabaseServiceSettings
+from servicekit.settings import DEVELOPMENT
 
-__all__ = ["Flags", "Settings"]
+__all__ = ["AuthSettings", "Flags", "Settings"]
+
+
+class AuthSettings(BaseModel):
+    """Who may call: the token issuer (Cognito) and the app clients it issues tokens to.
+
+    Nested as ``auth`` (``AUTH__ISSUER``, SSM ``.../api/auth/issuer``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    issuer: str = Field(
+        description="the exact `iss` of accepted tokens; Cognito: "
+        "https://cognito-idp.{region}.amazonaws.com/{poolId}"
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="the issuer's signing keys; default {issuer}/.well-known/jwks.json",
+    )
+    audiences: frozenset[str] = Field(
+        min_length=1,
+        description="accepted `client_id` (Cognito access tokens) or `aud` values (JSON list)",
+    )
+    scope_prefix: str = Field(
+        default="", description="what the issuer puts before scope names (Cognito: the resource "
+        "server identifier and a slash)"
+    )  # fmt: skip
+    leeway_seconds: float = Field(
+        default=30.0, ge=0, le=300, description="clock skew allowed on `exp`, `nbf` and `iat`"
+    )
+    jwks_timeout_seconds: float = Field(
+        default=3.0, gt=0, description="time limit of one fetch of the issuer's keys"
+    )
+    jwks_cache_seconds: float = Field(
+        default=3600.0, gt=0, description="how long fetched keys are used before a re-fetch"
+    )
+    jwks_refetch_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="least time between fetches a token with an unknown `kid` causes (a key "
+        "rotation is seen within it; a flood of made-up `kid`s costs one fetch per period)",
+    )
+
+    @property
+    def jwks_endpoint(self) -> str:
+        return self.jwks_url or f"{self.issuer.rstrip('/')}/.well-known/jwks.json"
+
+
+def _in_development(settings: dict[str, Any]) -> bool:
+    return bool(settings.get("app_env") == DEVELOPMENT)
 
 
 class Settings(DatabaseServiceSettings):
@@ -27,6 +79,11 @@ class Settings(DatabaseServiceSettings):
     )
     flags_ttl_seconds: float = Field(
         default=30.0, gt=0, description="how long feature flags are kept before a re-read"
+    )
+    auth: AuthSettings
+    docs_enabled: bool = Field(
+        default_factory=_in_development,
+        description="serve /docs, /redoc and /openapi.json (default: only in development)",
     )
 
 

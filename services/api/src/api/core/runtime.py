@@ -2,9 +2,9 @@
 
 Built by the app's lifespan, so once per gunicorn worker and after fork: settings (env,
 Parameter Store, the database secret), the log level, tracing, the database pool, the feature
-flags and the readiness checks. Settings that do not load stop the worker with the error listing
-every problem (gunicorn then exits: ECS shows the reason and the deployment circuit breaker rolls
-back) rather than serving half-configured.
+flags, the readiness checks and the token verifier. Settings that do not load stop the worker
+with the error listing every problem (gunicorn then exits: ECS shows the reason and the
+deployment circuit breaker rolls back) rather than serving half-configured.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from api.core.config import Flags, Settings
+from api.core.security import TokenVerifier
 from servicekit import aws
 from servicekit.db import Database, open_database
 from servicekit.flags import FeatureFlags
@@ -29,6 +30,7 @@ class Runtime:
     database: Database
     flags: FeatureFlags[Flags]
     health: HealthRegistry
+    tokens: TokenVerifier
 
     @classmethod
     def start(cls) -> Runtime:
@@ -49,7 +51,8 @@ class Runtime:
         health = HealthRegistry()
         health.add_readiness("database", database.check)
         health.add_readiness("sqs", partial(aws.check_queue, settings.queue_url))
-        return cls(settings, database, flags, health)
+        # No fetch here: the issuer's keys are fetched by the first request that needs them.
+        return cls(settings, database, flags, health, TokenVerifier(settings.auth))
 
     def close(self) -> None:
         self.database.close()

@@ -29,10 +29,14 @@ async def health() -> Liveness:
     responses={503: {"model": Readiness, "description": "A dependency is unreachable"}},
 )
 def ready(runtime: RuntimeDep) -> JSONResponse:
-    """The database and the SQS queue answer; the body names each check's result.
+    """The database and the SQS queue answer: ``ok`` or ``fail``, nothing more.
+
+    A failing check's reason (host names, driver messages) is logged when the check starts
+    failing, never answered: the path is reachable through the load balancer.
 
     Settings are not a check of their own: a worker whose settings do not load never starts
     serving (its lifespan fails and gunicorn exits), so any answer here means they loaded.
     """
     report = runtime.health.readiness()
-    return JSONResponse(report.as_dict(), status_code=200 if report.ok else 503)
+    answer = Readiness(status="ok" if report.ok else "fail")
+    return JSONResponse(answer.model_dump(), status_code=200 if report.ok else 503)

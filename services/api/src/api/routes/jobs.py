@@ -1,4 +1,7 @@
-"""``/jobs``: create a job (stored, then queued on SQS), read one, list them."""
+"""``/jobs``: create a job (stored, then queued on SQS), read one, list them.
+
+Every route needs a bearer token: ``jobs:read`` to read, ``jobs:write`` to create (:mod:`api.deps`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from api.core.errors import ApiError
 from api.core.runtime import Runtime
-from api.deps import RuntimeDep
+from api.deps import Reader, RuntimeDep, Writer
 from api.models import JobCreate, error_responses
 from jobs import repository
 from servicekit import aws
@@ -43,12 +46,13 @@ IdempotencyKey = Annotated[
             "description": "Replay: the job this Idempotency-Key created",
         },
         201: {"description": "Job created and queued"},
-        **error_responses(409, 413, 422, 503),
+        **error_responses(401, 403, 409, 413, 422, 503),
     },
 )
 def create_job(
     body: JobCreate,
     runtime: RuntimeDep,
+    caller: Writer,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> repository.Job:
@@ -78,7 +82,11 @@ def create_job(
             raise ApiError(409, "idempotency_key_reused", str(error)) from None
     job = created.job
     if created.created:
-        _log.info("job %s accepted", job.id, extra={"job_id": str(job.id), "job_type": job.type})
+        _log.info(
+            "job %s accepted",
+            job.id,
+            extra={"job_id": str(job.id), "job_type": job.type, "principal": caller.subject},
+        )
         job = _enqueue(runtime, job)
     response.status_code = 201 if created.created else 200
     response.headers["Location"] = f"/jobs/{job.id}"
@@ -108,8 +116,8 @@ def _enqueue(runtime: Runtime, job: repository.Job) -> repository.Job:
         return job
 
 
-@router.get("/{job_id}", responses=error_responses(404, 422, 503))
-def get_job(job_id: UUID, runtime: RuntimeDep) -> repository.Job:
+@router.get("/{job_id}", responses=error_responses(401, 403, 404, 422, 503))
+def get_job(job_id: UUID, runtime: RuntimeDep, caller: Reader) -> repository.Job:
     with runtime.database.connection() as conn:
         job = repository.get(conn, job_id)
     if job is None:
@@ -117,9 +125,10 @@ def get_job(job_id: UUID, runtime: RuntimeDep) -> repository.Job:
     return job
 
 
-@router.get("", responses=error_responses(422, 503))
+@router.get("", responses=error_responses(401, 403, 422, 503))
 def list_jobs(
     runtime: RuntimeDep,
+    caller: Reader,
     status: Annotated[
         repository.JobStatus | None, Query(description="only jobs in this status")
     ] = None,
