@@ -162,8 +162,7 @@ def test_an_unknown_service_is_one_line(aws_env: MotoServer) -> None:
     run = run_suite("status", "billing")
     assert run.code == 1
     assert run.stderr == (
-        "suite status: unknown service billing (services/*/service.toml: api, scheduler, "
-        "worker)\n"
+        "suite status: unknown service billing (services/*/service.toml: api, scheduler, worker)\n"
     )
 
 

@@ -393,7 +393,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run_exec(args: argparse.Namespace) -> int:
-    command = list(args.command)
+    command = list(args.remote_command)
     if command[:1] == ["--"]:
         command = command[1:]
     return session.exec_command(
@@ -413,7 +413,7 @@ def _add_exec(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     _environment(parser)
     parser.add_argument("--task", metavar="ID", help="this task (default: a running one)")
     parser.add_argument(
-        "command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="default /bin/sh"
+        "remote_command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="default /bin/sh"
     )
     parser.set_defaults(run=_run_exec)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 from typing import Any
 
@@ -104,7 +106,7 @@ def exec_command(
         task=task["taskArn"],
         container=APP_CONTAINER,
         interactive=True,
-        command=" ".join(command) if command else "/bin/sh",
+        command=shlex.join(command) if command else "/bin/sh",
     )
     task_id = str(task["taskArn"]).rsplit("/", 1)[-1]
     arguments = plugin_arguments(
@@ -114,5 +116,10 @@ def exec_command(
         target=f"ecs:{deployed.cluster}_{task_id}_{container['runtimeId']}",
         endpoint=ecs.meta.endpoint_url,
     )
-    # The plugin owns the terminal from here; Ctrl-C belongs to the remote shell.
-    return subprocess.call([plugin, *arguments[1:]])  # noqa: S603 - AWS's plugin, its protocol
+    # The plugin owns the terminal from here; Ctrl-C belongs to the remote shell (the AWS CLI
+    # ignores SIGINT the same way while the plugin runs).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.call([plugin, *arguments[1:]])  # noqa: S603 - AWS's plugin
+    finally:
+        signal.signal(signal.SIGINT, previous)
