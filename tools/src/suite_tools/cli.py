@@ -188,6 +188,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _following(parser: argparse.ArgumentParser, *, what: str, poll: float) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help=f"give up following after this long ({what} carry on; default %(default)s)",
+    )
+    parser.add_argument(
+        "--poll",
+        type=_seconds,
+        default=poll,
+        metavar="SECONDS",
+        help="seconds between status checks (default %(default)s)",
+    )
+
+
 def _add_release(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "release",
@@ -208,20 +225,7 @@ def _add_release(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--no-wait", dest="wait", action="store_false", help="start the deployments and return"
     )
-    parser.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=3600.0,
-        metavar="SECONDS",
-        help="give up following after this long (the deployments carry on; default %(default)s)",
-    )
-    parser.add_argument(
-        "--poll",
-        type=_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds between status checks (default %(default)s)",
-    )
+    _following(parser, what="the deployments", poll=10.0)
     parser.add_argument(
         "--json", action="store_true", help="print the releases as JSON (see README)"
     )
@@ -374,20 +378,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("job", metavar="JOB")
     _environment(parser)
     parser.add_argument("--wait", action="store_true", help="wait for the task to stop")
-    parser.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=3600.0,
-        metavar="SECONDS",
-        help="give up waiting after this long (the task carries on; default %(default)s)",
-    )
-    parser.add_argument(
-        "--poll",
-        type=_seconds,
-        default=5.0,
-        metavar="SECONDS",
-        help="seconds between checks (default %(default)s)",
-    )
+    _following(parser, what="the task", poll=5.0)
     _json(parser, "the run")
     parser.set_defaults(run=_run_job)
 

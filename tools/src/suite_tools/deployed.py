@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from servicekit import aws
 from servicekit.spec import EnvironmentNames, ServiceSpec
 from suite_tools.errors import CommandError, aws_error
+from suite_tools.release import UNDER_WAY
 from suite_tools.specs import repository_root, select_specs
 
 __all__ = ["Deployed", "call", "error_code", "instant", "pages"]
@@ -100,3 +101,17 @@ class Deployed:
                 f"(cdk deploy {self.names.resource(name)})"
             )
         return dict(services[0])
+
+    def deployments_under_way(self, name: str) -> list[str]:
+        """The ids of the service's CodeDeploy deployments not yet finished."""
+        group = self.names.resource(name)
+        return list(
+            call(
+                "codedeploy",
+                f"{group}/{group}",
+                aws.client("codedeploy").list_deployments,
+                applicationName=group,
+                deploymentGroupName=group,
+                includeOnlyStatuses=list(UNDER_WAY),
+            ).get("deployments", [])
+        )

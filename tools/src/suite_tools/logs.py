@@ -153,7 +153,7 @@ def stream(deployed: Deployed, query: LogQuery, *, follow: bool, write: Write) -
 
 
 def _filtered(group: str, query: LogQuery, start: int) -> Iterator[Event]:
-    options: dict[str, Any] = {"logGroupName": group, "startTime": start, "interleaved": True}
+    options: dict[str, Any] = {"logGroupName": group, "startTime": start}
     if query.pattern():
         options["filterPattern"] = query.pattern()
     try:
@@ -165,9 +165,7 @@ def _filtered(group: str, query: LogQuery, start: int) -> Iterator[Event]:
         if isinstance(error.__cause__, ClientError) and (
             error_code(error.__cause__) == "ResourceNotFoundException"
         ):
-            raise CommandError(
-                f"no log group {group}: deploy the service's stack, or check --app/--env"
-            ) from error
+            raise _no_group(group) from error
         raise
 
 
@@ -213,7 +211,11 @@ def _group_arn(group: str) -> str:
         if item["logGroupName"] == group:
             # Live Tail wants the ARN without describe_log_groups' trailing ":*".
             return str(item["arn"]).removesuffix(":*")
-    raise CommandError(f"no log group {group}: deploy the service's stack, or check --app/--env")
+    raise _no_group(group)
+
+
+def _no_group(group: str) -> CommandError:
+    return CommandError(f"no log group {group}: deploy the service's stack, or check --app/--env")
 
 
 def _first_line(error: BaseException) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from servicekit import aws
 from suite_tools.deployed import Deployed, call, pages
 from suite_tools.errors import CommandError
-from suite_tools.release import UNDER_WAY, create_deployment, running_task_definition
+from suite_tools.release import create_deployment, running_task_definition
 
 __all__ = ["Plan", "apply", "confirm", "plan", "previous_revision"]
 
@@ -87,16 +87,7 @@ def plan(deployed: Deployed) -> Plan:
     service = deployed.ecs_service(name)
     running = running_task_definition(service)
     if spec.deployment.through_codedeploy:
-        group = deployed.names.resource(name)
-        codedeploy = aws.client("codedeploy")
-        under_way = call(
-            "codedeploy",
-            f"{group}/{group}",
-            codedeploy.list_deployments,
-            applicationName=group,
-            deploymentGroupName=group,
-            includeOnlyStatuses=list(UNDER_WAY),
-        ).get("deployments", [])
+        under_way = deployed.deployments_under_way(name)
         if under_way:
             return Plan(name, "stop-deployment", running, None, under_way[0])
         return Plan(name, "deploy-previous", running, previous_revision(running))
@@ -146,5 +137,6 @@ def confirm(question: str) -> bool:
     """Ask on the terminal; with no terminal, the answer is no (``--yes`` says yes)."""
     if not sys.stdin.isatty():
         raise CommandError("not confirmed: stdin is not a terminal; pass --yes to go ahead")
-    answer = input(f"{question} [y/N] ")
-    return answer.strip().lower() in {"y", "yes"}
+    # The question goes to stderr with the plan: stdout carries only the result.
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in {"y", "yes"}

@@ -22,7 +22,6 @@ from servicekit.cron import ScheduleError, parse
 from servicekit.spec import QueueTrigger, ScheduleTrigger, ServiceSpec
 from suite_tools.deployed import Deployed, call, error_code, instant, pages
 from suite_tools.errors import aws_error
-from suite_tools.release import UNDER_WAY
 
 __all__ = ["RUN_LOOKBACK", "collect", "render"]
 
@@ -49,14 +48,14 @@ def _service(deployed: Deployed, name: str, spec: ServiceSpec) -> dict[str, Any]
     trigger = spec.trigger
     if isinstance(trigger, ScheduleTrigger):
         status["jobs"] = _jobs(deployed, name)
-        status["schedulesDlq"] = _depth(deployed.names.queue(f"{name}-schedules-dlq"))
+        status["schedulesDlq"] = _counts(deployed.names.queue(f"{name}-schedules-dlq"))[0]
     else:
         service = deployed.ecs_service(name)
         status["tasks"] = _tasks(deployed, name, service)
         status["deployments"] = [_deployment(item) for item in service.get("deployments", [])]
         status["taskSets"] = [_task_set(item) for item in service.get("taskSets", [])]
         if spec.deployment.through_codedeploy:
-            status["codedeploy"] = _codedeploy(deployed.names.resource(name))
+            status["codedeploy"] = _codedeploy(deployed.deployments_under_way(name))
         status["targets"] = _targets(service)
         status["events"] = [
             {"at": instant(event.get("createdAt")), "message": event.get("message", "")}
@@ -146,16 +145,8 @@ def _short(arn: str) -> str:
 # -- CodeDeploy ---------------------------------------------------------------------------
 
 
-def _codedeploy(group: str) -> list[dict[str, Any]]:
+def _codedeploy(ids: list[str]) -> list[dict[str, Any]]:
     codedeploy = aws.client("codedeploy")
-    ids = call(
-        "codedeploy",
-        f"{group}/{group}",
-        codedeploy.list_deployments,
-        applicationName=group,
-        deploymentGroupName=group,
-        includeOnlyStatuses=list(UNDER_WAY),
-    ).get("deployments", [])
     deployments = []
     for deployment_id in ids:
         info = call(
@@ -270,34 +261,30 @@ def _queue_url(name: str) -> str:
     return str(call("sqs", name, sqs.get_queue_url, QueueName=name)["QueueUrl"])
 
 
-def _depth(name: str) -> int:
-    sqs = aws.client("sqs")
+def _counts(name: str) -> tuple[int, int]:
+    """The queue's visible and in-flight message counts."""
     attributes = call(
         "sqs",
         name,
-        sqs.get_queue_attributes,
+        aws.client("sqs").get_queue_attributes,
         QueueUrl=_queue_url(name),
-        AttributeNames=["ApproximateNumberOfMessages"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
-    return int(attributes.get("ApproximateNumberOfMessages", 0))
+    return (
+        int(attributes.get("ApproximateNumberOfMessages", 0)),
+        int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+    )
 
 
 def _queue(deployed: Deployed, queue: str) -> dict[str, Any]:
     name = deployed.names.queue(queue)
-    sqs = aws.client("sqs")
-    attributes = call(
-        "sqs",
-        name,
-        sqs.get_queue_attributes,
-        QueueUrl=_queue_url(name),
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
+    visible, in_flight = _counts(name)
     return {
         "name": name,
-        "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
-        "inFlight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        "visible": visible,
+        "inFlight": in_flight,
         "oldestAgeSeconds": _oldest_age(name),
-        "deadLetters": _depth(deployed.names.dead_letter_queue(queue)),
+        "deadLetters": _counts(deployed.names.dead_letter_queue(queue))[0],
     }
 
 
