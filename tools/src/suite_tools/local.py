@@ -27,8 +27,8 @@ from suite_tools.errors import CommandError
 
 __all__ = ["LOCAL_APP", "LOCAL_ENV", "collect", "docker_binary", "render"]
 
-# docker-compose.yml's x-app block: APP_NAME, APP_ENV.
-LOCAL_APP, LOCAL_ENV = "suite", "development"
+# docker-compose.yml's x-app and x-aws blocks: APP_NAME, APP_ENV, AWS_REGION.
+LOCAL_APP, LOCAL_ENV, LOCAL_REGION = "suite", "development", "eu-west-1"
 MOTO_PORT = 5000
 TIMEOUT = 3
 
@@ -124,7 +124,7 @@ def _queue(
     sqs = boto3.client(
         "sqs",
         endpoint_url=f"http://{address}:{MOTO_PORT}",
-        region_name=os.environ.get("AWS_REGION", "eu-west-1"),
+        region_name=LOCAL_REGION,
         aws_access_key_id="local",
         aws_secret_access_key="local",  # noqa: S106 - moto's, as compose sets it
         config=Config(connect_timeout=TIMEOUT, read_timeout=TIMEOUT, retries={"max_attempts": 1}),
