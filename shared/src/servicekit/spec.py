@@ -10,6 +10,7 @@ a ``service.toml`` adds a service.
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -24,6 +25,7 @@ __all__ = [
     "CapacityProviderItem",
     "DeploymentSpec",
     "DeploymentStrategy",
+    "EnvironmentNames",
     "Exposure",
     "ScalingSpec",
     "ServiceSpec",
@@ -315,3 +317,35 @@ def load_specs(root: Path | None = None) -> dict[str, ServiceSpec]:
             raise ValueError(f"{path}: name {spec.name!r} differs from its folder")
         specs[spec.name] = spec
     return specs
+
+
+@dataclass(frozen=True)
+class EnvironmentNames:
+    """How one environment's AWS resources are named: the infra creates them so
+    (``infra/src/infra/platform.py``, ``service.py``) and the ``suite`` commands find them so.
+
+    The ECS service itself is named after its spec (``spec.name``) inside the cluster.
+    """
+
+    app: str
+    env: str
+
+    @property
+    def prefix(self) -> str:
+        """``{app}-{env}``: the cluster, stack names, and every name below."""
+        return f"{self.app}-{self.env}"
+
+    def resource(self, service: str) -> str:
+        """``{app}-{env}-{service}``: task definition family, CodeDeploy application and
+        deployment group, EventBridge Scheduler group, alarm names' prefix."""
+        return f"{self.prefix}-{service}"
+
+    def log_group(self, service: str) -> str:
+        return f"/{self.app}/{self.env}/{service}"
+
+    def queue(self, name: str) -> str:
+        """A queue of the platform (``[trigger] queue``); ``queue(name) + "-dlq"`` is its DLQ."""
+        return f"{self.prefix}-{name}"
+
+    def dead_letter_queue(self, name: str) -> str:
+        return f"{self.queue(name)}-dlq"

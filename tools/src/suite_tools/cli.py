@@ -8,7 +8,20 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 
-from suite_tools import images, release, scaffold
+from suite_tools import (
+    cost,
+    deadletters,
+    images,
+    jobrun,
+    local,
+    logs,
+    release,
+    rollback,
+    scaffold,
+    session,
+    status,
+)
+from suite_tools.deployed import Deployed
 from suite_tools.errors import CommandError
 
 __all__ = ["main"]
@@ -41,11 +54,34 @@ def _targets(parser: argparse.ArgumentParser, *, default: str, app: str) -> None
     parser.add_argument(
         "services", nargs="*", metavar="SERVICE", help=f"services/<SERVICE>/ (default: {default})"
     )
+    _app(parser, app)
+
+
+def _app(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--app",
         default=os.environ.get("APP_NAME") or images.DEFAULT_APP,
-        help=f"the app's name, {app} (default: $APP_NAME or %(default)s)",
+        help=f"the app's name, {what} (default: $APP_NAME or %(default)s)",
     )
+
+
+def _env(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env",
+        default=os.environ.get("APP_ENV") or "dev",
+        help="the environment's name (default: $APP_ENV or %(default)s)",
+    )
+
+
+def _environment(parser: argparse.ArgumentParser) -> None:
+    """--app and --env: the deployed environment (AWS profile and region: boto3's usual
+    AWS_PROFILE, AWS_REGION)."""
+    _app(parser, "resources are named {app}-{env}-...")
+    _env(parser)
+
+
+def _json(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON (see README)")
 
 
 def _image_options(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +188,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _following(parser: argparse.ArgumentParser, *, what: str, poll: float) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help=f"give up following after this long ({what} carry on; default %(default)s)",
+    )
+    parser.add_argument(
+        "--poll",
+        type=_seconds,
+        default=poll,
+        metavar="SECONDS",
+        help="seconds between status checks (default %(default)s)",
+    )
+
+
 def _add_release(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "release",
@@ -168,28 +221,11 @@ def _add_release(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="every service deployed by CodeDeploy",
         app="the groups' prefix {app}-{env}-{service}",
     )
-    parser.add_argument(
-        "--env",
-        default=os.environ.get("APP_ENV") or "dev",
-        help="the environment's name (default: $APP_ENV or %(default)s)",
-    )
+    _env(parser)
     parser.add_argument(
         "--no-wait", dest="wait", action="store_false", help="start the deployments and return"
     )
-    parser.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=3600.0,
-        metavar="SECONDS",
-        help="give up following after this long (the deployments carry on; default %(default)s)",
-    )
-    parser.add_argument(
-        "--poll",
-        type=_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds between status checks (default %(default)s)",
-    )
+    _following(parser, what="the deployments", poll=10.0)
     parser.add_argument(
         "--json", action="store_true", help="print the releases as JSON (see README)"
     )
@@ -226,13 +262,273 @@ def _add_new_service(commands: argparse._SubParsersAction[argparse.ArgumentParse
     parser.set_defaults(run=_run_new_service)
 
 
+# -- day two -----------------------------------------------------------------------------
+
+
+def _deployed(args: argparse.Namespace, services: Sequence[str]) -> Deployed:
+    return Deployed.open(services, app=args.app, env=args.env)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    if args.local:
+        document = local.collect(_deployed(args, args.services).specs)
+        lines = local.render(document)
+    else:
+        document = status.collect(_deployed(args, args.services))
+        lines = status.render(document)
+    _output(args, document, lines)
+    # Exit 2, not 1: the command worked and found something unhealthy (1 is a failure to look).
+    return 0 if document["healthy"] else 2
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "status",
+        help="what the deployed services are doing; exit 2 when something is unhealthy",
+        description="Per service: tasks desired/running/pending by capacity provider, "
+        "deployments under way (ECS rollout state; CodeDeploy lifecycle and traffic), target "
+        "health, alarms in ALARM, the queue's depths and oldest message, the scheduler's jobs "
+        "(last run, outcome, next fire time) and the last service events. Exit 0 when "
+        "healthy, 2 when something is unhealthy, 1 when the status could not be read.",
+    )
+    _targets(parser, default="all", app="resources are named {app}-{env}-...")
+    _env(parser)
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="the compose suite instead (docker compose ps, moto's queue, schedule_runs)",
+    )
+    _json(parser, "the status")
+    parser.set_defaults(run=_run_status)
+
+
+def _since(text: str) -> object:
+    try:
+        return logs.parse_since(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _run_logs(args: argparse.Namespace) -> int:
+    query = logs.LogQuery(since=args.since, text=args.filter, trace=args.trace)
+    deployed = _deployed(args, [args.service])
+    events = (
+        logs.compose_logs(args.service, query, follow=args.follow)
+        if args.local
+        else logs.stream(deployed, query, follow=args.follow, write=_progress)
+    )
+    logs.print_events(events, raw=args.json)
+    return 0
+
+
+def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "logs",
+        help="a service's logs (CloudWatch Logs), rendered for people",
+        description="The service's log group /{app}/{env}/{service}: JSON lines shown as time, "
+        "level, job id, trace id and message. --follow tails it (CloudWatch Logs Live Tail, "
+        "or polling where Live Tail is not served).",
+    )
+    parser.add_argument("service", metavar="SERVICE")
+    _environment(parser)
+    parser.add_argument(
+        "--since",
+        type=_since,
+        default=logs.parse_since("10m"),
+        metavar="WHEN",
+        help="a duration ago (30s, 10m, 2h, 1d) or an ISO-8601 time (default 10m)",
+    )
+    parser.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    parser.add_argument("--filter", metavar="TEXT", help="only lines containing TEXT")
+    parser.add_argument("--trace", metavar="ID", help="only lines of this trace id")
+    parser.add_argument("--local", action="store_true", help="the compose container's output")
+    parser.add_argument("--json", action="store_true", help="the lines as they were written")
+    parser.set_defaults(run=_run_logs)
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    run = jobrun.run_job(
+        _deployed(args, []),
+        args.job,
+        wait=args.wait,
+        timeout=args.timeout,
+        poll=args.poll,
+        write=_progress,
+    )
+    exit_code = "-" if run.exit_code is None else run.exit_code
+    _output(
+        args,
+        run.as_dict(),
+        [f"{run.job} {run.task} {run.status} {exit_code} {run.stopped_reason or ''}".rstrip()],
+    )
+    if not args.wait:
+        return 0
+    # The container's own exit code; a task that stopped without one (never started) is 1.
+    return run.exit_code if run.exit_code is not None else 1
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run a scheduler job now, the way its schedule runs it",
+        description="Start JOB's task from its EventBridge Scheduler schedule's own target "
+        "(task definition, capacity, network, command) with the slot set to now. --wait "
+        "follows the task until it stops and exits with its container's exit code.",
+    )
+    parser.add_argument("job", metavar="JOB")
+    _environment(parser)
+    parser.add_argument("--wait", action="store_true", help="wait for the task to stop")
+    _following(parser, what="the task", poll=5.0)
+    _json(parser, "the run")
+    parser.set_defaults(run=_run_job)
+
+
+def _run_exec(args: argparse.Namespace) -> int:
+    command = list(args.remote_command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return session.exec_command(
+        _deployed(args, [args.service]), args.service, task_id=args.task, command=command
+    )
+
+
+def _add_exec(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "exec",
+        help="a shell (or a command) in a running task, through ECS Exec",
+        description="ECS ExecuteCommand into the service's app container, the terminal carried "
+        "by AWS's session-manager-plugin (as `aws ecs execute-command` does). Needs the infra "
+        "to enable ECS Exec (tools/README.md).",
+    )
+    parser.add_argument("service", metavar="SERVICE")
+    _environment(parser)
+    parser.add_argument("--task", metavar="ID", help="this task (default: a running one)")
+    parser.add_argument(
+        "remote_command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="default /bin/sh"
+    )
+    parser.set_defaults(run=_run_exec)
+
+
+def _run_rollback(args: argparse.Namespace) -> int:
+    deployed = _deployed(args, [args.service])
+    plan = rollback.plan(deployed)
+    _progress(f"will {plan.describe()}")
+    if not args.yes and not rollback.confirm("Roll back?"):
+        raise CommandError("not rolled back")
+    done = rollback.apply(deployed, plan)
+    return _output(
+        args,
+        done.as_dict(),
+        [f"{done.service} {done.action} {done.target or done.running} {done.deployment_id or '-'}"],
+    )
+
+
+def _add_rollback(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "rollback",
+        help="back to the previous revision (or stop the deployment under way)",
+        description="CodeDeploy services: stop the deployment under way with rollback, else "
+        "deploy the task definition revision before the running one. Rolling services: update "
+        "the service to that revision. Says what it will do and asks, unless --yes.",
+    )
+    parser.add_argument("service", metavar="SERVICE")
+    _environment(parser)
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    _json(parser, "what was done")
+    parser.set_defaults(run=_run_rollback)
+
+
+def _run_dead(args: argparse.Namespace) -> int:
+    deployed = _deployed(args, [])
+    letters = deadletters.dead_letters(deployed)
+    if args.redrive:
+        moved = deadletters.redrive(deployed, letters, args.redrive)
+        return _output(
+            args,
+            {"redriven": [item.as_dict() for item in moved]},
+            (
+                f"redriven {item.message_id} job {item.job_id or '-'} -> {item.queue}"
+                for item in moved
+            ),
+        )
+    deadletters.release(deployed, letters)
+    lines = []
+    for dlq, items in letters.items():
+        lines.append(f"{dlq}: {len(items)} dead")
+        lines.extend(
+            f"  {item.message_id}  job {item.job_id or '-'}  sent {item.sent}  "
+            f"received {item.receives}x  {item.reason}"
+            for item in items
+        )
+    return _output(
+        args,
+        {"deadLetterQueues": {dlq: [i.as_dict() for i in items] for dlq, items in letters.items()}},
+        lines,
+    )
+
+
+def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("jobs", help="the jobs' dead-letter queues")
+    jobs = parser.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
+    dead = jobs.add_parser(
+        "dead",
+        help="list the dead-letter queues' messages; --redrive puts chosen ones back",
+        description="Every message in the consumers' DLQs ({app}-{env}-{queue}-dlq) with its "
+        "job id and why it died; --redrive sends the named ones (message or job ids) back to "
+        "their queue. The jobs' rows in the database are left to the scheduler's redrive job.",
+    )
+    _environment(dead)
+    dead.add_argument(
+        "--redrive", nargs="+", metavar="ID", help="message ids or job ids to put back"
+    )
+    _json(dead, "the dead letters")
+    dead.set_defaults(run=_run_dead)
+
+
+def _run_cost(args: argparse.Namespace) -> int:
+    deployed = _deployed(args, [])
+    prices = cost.load_prices(args.region, live=args.live, write=_progress)
+    document = cost.estimate(deployed.specs, prices)
+    return _output(args, document, cost.render(document))
+
+
+def _add_cost(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "cost",
+        help="the topology's monthly compute cost, and Fargate / Spot / EC2 compared",
+        description="From the specs: task size and counts (scaling min, desired, max) over the "
+        "capacity providers' base and weights, priced from the dated table in "
+        "suite_tools/data/prices.json, or the AWS Price List API with --live.",
+    )
+    _environment(parser)
+    parser.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        help="prices of this region (default: $AWS_REGION or %(default)s)",
+    )
+    parser.add_argument(
+        "--live", action="store_true", help="prices from the AWS Price List API when it answers"
+    )
+    _json(parser, "the estimate")
+    parser.set_defaults(run=_run_cost)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="suite", description="The suite's delivery commands.")
+    parser = argparse.ArgumentParser(
+        prog="suite", description="The suite's delivery and day-two commands."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build(commands)
     _add_push(commands)
     _add_release(commands)
     _add_new_service(commands)
+    _add_status(commands)
+    _add_logs(commands)
+    _add_run(commands)
+    _add_exec(commands)
+    _add_rollback(commands)
+    _add_jobs(commands)
+    _add_cost(commands)
     return parser
 
 

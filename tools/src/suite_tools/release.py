@@ -34,7 +34,15 @@ if TYPE_CHECKING:
     from mypy_boto3_codedeploy.literals import DeploymentStatusType
     from mypy_boto3_ecs import ECSClient
 
-__all__ = ["Release", "appspec", "codedeploy_services", "document", "release"]
+__all__ = [
+    "Release",
+    "appspec",
+    "codedeploy_services",
+    "create_deployment",
+    "document",
+    "release",
+    "running_task_definition",
+]
 
 Write = Callable[[str], None]
 
@@ -118,7 +126,32 @@ def appspec(service: Mapping[str, Any], task_definition: str) -> str:
     return json.dumps(document, indent=2, sort_keys=True)
 
 
-def _running(service: Mapping[str, Any]) -> str:
+def create_deployment(
+    codedeploy: CodeDeployClient,
+    group: str,
+    service: Mapping[str, Any],
+    target: str,
+    previous: str,
+) -> str:
+    """Start the deployment of ``target`` to ``service`` (DescribeServices' shape); its id."""
+    content = appspec(service, target)
+    created = codedeploy.create_deployment(
+        applicationName=group,
+        deploymentGroupName=group,
+        revision={
+            "revisionType": "AppSpecContent",
+            "appSpecContent": {
+                "content": content,
+                "sha256": hashlib.sha256(content.encode()).hexdigest(),
+            },
+        },
+        description=f"{_short(previous)} -> {_short(target)}",
+    )
+    return str(created["deploymentId"])
+
+
+def running_task_definition(service: Mapping[str, Any]) -> str:
+    """The task definition the service runs."""
     # A CODE_DEPLOY service runs task sets; the PRIMARY one is what takes the traffic.
     for task_set in service.get("taskSets") or []:
         if task_set.get("status") == "PRIMARY":
@@ -170,7 +203,7 @@ class _Releaser:
         if not services["services"]:
             raise CommandError(f"ECS service {service_name} not found in cluster {cluster}")
         service: dict[str, Any] = dict(services["services"][0])
-        previous = _running(service)
+        previous = running_task_definition(service)
         try:
             latest = self.ecs.describe_task_definition(taskDefinition=_family(previous))
         except (ClientError, BotoCoreError) as error:
@@ -193,23 +226,13 @@ class _Releaser:
         if target == previous:
             self.write(f"{name}: already runs {_short(target)}; nothing to release")
             return release
-        content = appspec(service, target)
         try:
-            created = self.codedeploy.create_deployment(
-                applicationName=group,
-                deploymentGroupName=group,
-                revision={
-                    "revisionType": "AppSpecContent",
-                    "appSpecContent": {
-                        "content": content,
-                        "sha256": hashlib.sha256(content.encode()).hexdigest(),
-                    },
-                },
-                description=f"{_short(previous)} -> {_short(target)}",
+            release.deployment_id = create_deployment(
+                self.codedeploy, group, service, target, previous
             )
         except (ClientError, BotoCoreError) as error:
             raise self._error(error, "codedeploy", f"{group}/{group}") from error
-        release.deployment_id, release.status = created["deploymentId"], "Created"
+        release.status = "Created"
         self.write(
             f"{name}: deployment {release.deployment_id}: {_short(previous)} -> {_short(target)}"
         )

@@ -16,13 +16,14 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from servicekit import aws
 from servicekit.testing.moto import free_port
@@ -32,10 +33,12 @@ __all__ = [
     "BASE_IMAGE",
     "BlueGreenService",
     "DenyingProxy",
+    "DeployedSuite",
     "LocalRegistry",
     "Run",
     "Workspace",
     "make_workspace",
+    "moto_state",
     "run_suite",
 ]
 
@@ -291,12 +294,21 @@ class BlueGreenService:
         self.ecs = aws.client("ecs")
         self.codedeploy = aws.client("codedeploy")
         ec2 = aws.client("ec2")
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        self.vpc = vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         self.subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
         self.security_group = ec2.create_security_group(
             GroupName=self.group, Description=self.group, VpcId=vpc
         )["GroupId"]
-        self.ecs.create_cluster(clusterName=self.cluster)
+        self.ecs.create_cluster(
+            clusterName=self.cluster, capacityProviders=["FARGATE", "FARGATE_SPOT"]
+        )
+        self.target_group = aws.client("elbv2").create_target_group(
+            Name=f"{self.group}-blue"[:32],
+            Protocol="HTTP",
+            Port=self.PORT,
+            VpcId=vpc,
+            TargetType="ip",
+        )["TargetGroups"][0]["TargetGroupArn"]
         first = self.register("bootstrap")
         self.ecs.create_service(
             cluster=self.cluster,
@@ -306,8 +318,7 @@ class BlueGreenService:
             deploymentController={"type": "CODE_DEPLOY"},
             loadBalancers=[
                 {
-                    "targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:"
-                    f"targetgroup/{self.group}-blue/0123456789abcdef",
+                    "targetGroupArn": self.target_group,
                     "containerName": self.CONTAINER,
                     "containerPort": self.PORT,
                 }
@@ -388,3 +399,201 @@ class BlueGreenService:
 
         backend = get_backend("codedeploy")["123456789012"][os.environ["AWS_REGION"]]
         return backend.deployments[deployment_id]
+
+
+def _fix_moto_task_networking() -> None:
+    """moto 5.2's RunTask with awsvpc networking reads ``private_dns_name`` from a network
+    interface that sets it only in some branches (AttributeError, a 500): give it a default,
+    so tasks start with the network configuration the infra's schedules pass."""
+    from moto.ec2.models.elastic_network_interfaces import (  # noqa: PLC0415
+        NetworkInterface,
+    )
+
+    if not hasattr(NetworkInterface, "private_dns_name"):
+        NetworkInterface.private_dns_name = ""
+
+
+def moto_state(model: str, *, manual: bool) -> None:
+    """moto's state manager: ``manual`` holds ``model`` (e.g. ``ecs::task``) in its state
+    until :meth:`DeployedSuite.stop_task` moves it; else each describe advances it."""
+    transition = (
+        {"progression": "manual", "times": 1_000_000} if manual else {"progression": "immediate"}
+    )
+    body = json.dumps({"model_name": model, "transition": transition}).encode()
+    request = urllib.request.Request(  # noqa: S310 - moto on loopback
+        f"{os.environ['AWS_ENDPOINT_URL']}/moto-api/state-manager/set-transition",
+        data=body,
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass
+
+
+class DeployedSuite:
+    """What the infra leaves in an account for the repository's three specs, in moto.
+
+    The api is a :class:`BlueGreenService`; the worker a rolling service on the Fargate
+    providers with its queue and DLQ (redrive policy as the platform sets it); the scheduler a
+    task definition, an EventBridge Scheduler group with one schedule per job whose target is
+    the one the infra writes (cluster, task definition, capacity, network, command with the
+    scheduled-time placeholder), and the schedules' DLQ; a log group per service. Names are the
+    infra's (``servicekit.spec.EnvironmentNames``).
+    """
+
+    JOBS: ClassVar[dict[str, str]] = {
+        "outbox-sweep": "rate(1 minute)",
+        "purge-finished": "cron(0 3 * * ? *)",
+    }
+
+    def __init__(self, prefix: str = "suite-dev") -> None:
+        _fix_moto_task_networking()
+        self.prefix = prefix
+        app, env = prefix.split("-", 1)
+        self.api = BlueGreenService("api", prefix=prefix)
+        self.ecs, self.cluster = self.api.ecs, self.api.cluster
+        self.logs = aws.client("logs")
+        self.sqs = aws.client("sqs")
+        self.network = {
+            "awsvpcConfiguration": {
+                "subnets": [self.api.subnet],
+                "securityGroups": [self.api.security_group],
+                "assignPublicIp": "DISABLED",
+            }
+        }
+        # Running as it should: moto reports a new service's tasks as pending until told.
+        self.ecs.update_service(cluster=self.cluster, service="api", desiredCount=3)
+        self.worker_revisions = [self.register("worker"), self.register("worker")]
+        self.ecs.create_service(
+            cluster=self.cluster,
+            serviceName="worker",
+            taskDefinition=self.worker_revisions[-1],
+            desiredCount=2,
+            capacityProviderStrategy=[
+                {"capacityProvider": "FARGATE", "base": 1, "weight": 1},
+                {"capacityProvider": "FARGATE_SPOT", "weight": 3},
+            ],
+            networkConfiguration=self.network,
+        )
+        self.ecs.update_service(cluster=self.cluster, service="worker", desiredCount=2)
+        dlq = self.sqs.create_queue(QueueName=f"{prefix}-jobs-dlq")["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.queue = self.sqs.create_queue(
+            QueueName=f"{prefix}-jobs",
+            Attributes={
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}
+                )
+            },
+        )["QueueUrl"]
+        self.dlq = dlq
+        self.sqs.create_queue(QueueName=f"{prefix}-scheduler-schedules-dlq")
+        self.scheduler_task = self.register("scheduler")
+        scheduler = aws.client("scheduler")
+        group = f"{prefix}-scheduler"
+        scheduler.create_schedule_group(Name=group)
+        for job, expression in self.JOBS.items():
+            scheduler.create_schedule(
+                Name=job,
+                GroupName=group,
+                ScheduleExpression=expression,
+                ScheduleExpressionTimezone="UTC",
+                FlexibleTimeWindow={"Mode": "OFF"},
+                Target={
+                    "Arn": f"arn:aws:ecs:{os.environ['AWS_REGION']}:123456789012:cluster/"
+                    f"{self.cluster}",
+                    "RoleArn": "arn:aws:iam::123456789012:role/scheduler",
+                    "EcsParameters": {
+                        "TaskDefinitionArn": self.scheduler_task,
+                        "TaskCount": 1,
+                        "CapacityProviderStrategy": [
+                            {"capacityProvider": "FARGATE", "weight": 1, "base": 0}
+                        ],
+                        "NetworkConfiguration": {
+                            "awsvpcConfiguration": {
+                                "Subnets": [self.api.subnet],
+                                "SecurityGroups": [self.api.security_group],
+                                "AssignPublicIp": "DISABLED",
+                            }
+                        },
+                        "PropagateTags": "TASK_DEFINITION",
+                    },
+                    "Input": json.dumps(
+                        {
+                            "containerOverrides": [
+                                {
+                                    "name": "app",
+                                    "command": [
+                                        "scheduler",
+                                        "run",
+                                        job,
+                                        "--slot",
+                                        "<aws.scheduler.scheduled-time>",
+                                    ],
+                                }
+                            ]
+                        }
+                    ),
+                },
+            )
+        for service in ("api", "worker", "scheduler"):
+            self.logs.create_log_group(logGroupName=f"/{app}/{env}/{service}")
+            self.logs.create_log_stream(
+                logGroupName=f"/{app}/{env}/{service}", logStreamName=f"{service}/app/1"
+            )
+
+    def register(self, service: str) -> str:
+        """A revision of ``{prefix}-{service}`` (moto needs a container memory to run it)."""
+        registered = self.ecs.register_task_definition(
+            family=f"{self.prefix}-{service}",
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu="256",
+            memory="512",
+            containerDefinitions=[{"name": "app", "image": f"suite/{service}", "memory": 512}],
+        )
+        return str(registered["taskDefinition"]["taskDefinitionArn"])
+
+    def log(self, service: str, *lines: str | dict[str, Any]) -> None:
+        """Lines in the service's log group, as the awslogs driver writes them (now)."""
+        app, env = self.prefix.split("-", 1)
+        now = int(time.time() * 1000)
+        self.logs.put_log_events(
+            logGroupName=f"/{app}/{env}/{service}",
+            logStreamName=f"{service}/app/1",
+            logEvents=[
+                {"timestamp": now, "message": line if isinstance(line, str) else json.dumps(line)}
+                for line in lines
+            ],
+        )
+
+    def run_worker_task(self, provider: str) -> str:
+        started = self.ecs.run_task(
+            cluster=self.cluster,
+            taskDefinition=self.worker_revisions[-1],
+            capacityProviderStrategy=[{"capacityProvider": provider, "weight": 1}],
+            networkConfiguration=self.network,
+            group="service:worker",
+        )
+        return str(started["tasks"][0]["taskArn"])
+
+    def worker_service(self) -> dict[str, Any]:
+        found = self.ecs.describe_services(cluster=self.cluster, services=["worker"])
+        return dict(found["services"][0])
+
+    def tasks(self) -> list[dict[str, Any]]:
+        arns = self.ecs.list_tasks(cluster=self.cluster)["taskArns"]
+        if not arns:
+            return []
+        return list(self.ecs.describe_tasks(cluster=self.cluster, tasks=arns)["tasks"])
+
+    def stop_task(self, task: str, exit_code: int) -> None:
+        """The task's container exits with ``exit_code`` (moto keeps no process to exit)."""
+        from moto.backends import get_backend  # noqa: PLC0415 - only where moto is in-process
+
+        backend = get_backend("ecs")["123456789012"][os.environ["AWS_REGION"]]
+        found = backend.tasks[self.cluster][task]
+        for container in found.containers:
+            container.exitCode = exit_code
+        self.ecs.stop_task(cluster=self.cluster, task=task, reason="Essential container exited")
