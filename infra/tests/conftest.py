@@ -81,6 +81,16 @@ def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
         target = root / spec.relative_to(ROOT)
         target.parent.mkdir(parents=True)
         shutil.copy(spec, target)
+    # Other edge figures, so the tests see them flow from the spec (a body limit WAF can read
+    # whole, so the common rule set's 8 KB rule stays in force).
+    api = root / "services/api/service.toml"
+    api.write_text(
+        api.read_text()
+        .replace("max_body_bytes = 65536", "max_body_bytes = 4096")
+        .replace("requests_per_caller = 1000", "requests_per_caller = 300")
+        .replace("rate_window_seconds = 300", "rate_window_seconds = 60")
+    )
+    assert "max_body_bytes = 4096" in api.read_text(), "the api spec's [edge] moved"
     (root / "services/reports").mkdir()
     (root / "services/reports/service.toml").write_text(REPORTS_SPEC)
     return synthesize(
