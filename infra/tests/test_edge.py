@@ -58,7 +58,8 @@ def _web_acl(assembly: Assembly) -> dict[str, Any]:
 
 
 def _rule(acl: dict[str, Any], name: str) -> dict[str, Any]:
-    [rule] = [r for r in acl["Rules"] if r["Name"] == name]
+    rules: list[dict[str, Any]] = [r for r in acl["Rules"] if r["Name"] == name]
+    [rule] = rules
     return rule
 
 
