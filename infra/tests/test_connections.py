@@ -15,12 +15,13 @@ from infra.connections import (
 )
 from infra.platform import DB_CONNECTIONS_ALARM_PERCENT
 from infra.testing import Assembly
+from scheduler.jobs import registry
 from servicekit.db import DatabaseSettings
 from servicekit.spec import ServiceSpec, find_repository_root, load_specs
 
 ROOT = find_repository_root(Path(__file__).parent)
 SPECS = load_specs(ROOT)
-SCHEDULES = {"scheduler": 3}
+SCHEDULES = {"scheduler": len(registry.export())}
 
 
 def test_each_service_peaks_at_its_most_tasks_through_a_deploy() -> None:
@@ -105,3 +106,22 @@ def test_the_connections_alarm_watches_the_budgets_limit(
     [action] = alarm["AlarmActions"]
     [topic] = assembly.resources("platform", "AWS::SNS::Topic")
     assert action == {"Ref": topic}
+
+
+def test_the_readme_shows_the_budget() -> None:
+    readme = (ROOT / "infra/README.md").read_text()
+    rows, limit = check_budget(SPECS, SCHEDULES, instance_type="t4g.large", max_connections=None)
+    lines = readme.splitlines()
+    for row in rows:
+        [line] = [line for line in lines if line.startswith(f"| {row.service} ")]
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1:] == [
+            str(row.tasks),
+            f"{row.surge:g}",
+            str(row.processes),
+            str(row.pool_size),
+            str(row.peak),
+        ], line
+    total = sum(row.peak for row in rows) + MARGIN
+    assert f"**{total} / {limit}**" in readme
+    assert f"| margin | | | | | {MARGIN} |" in readme
