@@ -156,6 +156,8 @@ class EnvConfig:
             problems.append(
                 f"logRetentionDays {self.log_retention_days}: one of {sorted(_RETENTION)}"
             )
+        if self.db_max_connections is not None and self.db_max_connections < 1:
+            problems.append(f"dbMaxConnections {self.db_max_connections}: a positive number")
         if not self.certificate_arn.startswith("arn:"):
             problems.append(f"certificateArn {self.certificate_arn!r} is not an ARN")
         problems.extend(
