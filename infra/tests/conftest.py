@@ -72,10 +72,8 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 
 
 @pytest.fixture(scope="session")
-def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """The app over a copy of services/ plus ``reports``, with both cost switches flipped,
-    images pinned by digest (as ``-c imageDigests=...`` passes them: JSON text) and the
-    delivery stack's roles."""
+def extended_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of services/' specs with other api [edge] figures, plus ``reports``."""
     root = tmp_path_factory.mktemp("repo")
     for spec in ROOT.glob("services/*/service.toml"):
         target = root / spec.relative_to(ROOT)
@@ -93,9 +91,16 @@ def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     assert "max_body_bytes = 4096" in api.read_text(), "the api spec's [edge] moved"
     (root / "services/reports").mkdir()
     (root / "services/reports/service.toml").write_text(REPORTS_SPEC)
+    return root
+
+
+@pytest.fixture(scope="session")
+def extended(tmp_path_factory: pytest.TempPathFactory, extended_root: Path) -> Assembly:
+    """The app over ``extended_root``, with both cost switches flipped, images pinned by digest
+    (as ``-c imageDigests=...`` passes them: JSON text) and the delivery stack's roles."""
     return synthesize(
         tmp_path_factory.mktemp("cdk.out.extended"),
-        root=root,
+        root=extended_root,
         context={
             "natGateways": 0,
             "dbMultiAz": False,

@@ -164,7 +164,7 @@ def test_one_body_limit_for_waf_and_the_api(variant: str, request: pytest.Fixtur
     """The spec's max_body_bytes is the api's MAX_BODY_BYTES and WAF's Content-Length limit;
     the 8 KB body rule of the common rule set only counts when the api accepts more."""
     assembly: Assembly = request.getfixturevalue(variant)
-    spec = _api_spec(assembly)
+    spec = _specs(variant, request)["api"]
     limit = spec.edge.max_body_bytes
     assert _environment(assembly, "api")["MAX_BODY_BYTES"] == str(limit)
     acl = _web_acl(assembly)
@@ -196,7 +196,7 @@ def test_rate_limits_per_address_and_per_caller(
     variant: str, request: pytest.FixtureRequest
 ) -> None:
     assembly: Assembly = request.getfixturevalue(variant)
-    edge = _api_spec(assembly).edge
+    edge = _specs(variant, request)["api"].edge
     acl = _web_acl(assembly)
     per_ip = _rule(acl, "RatePerIp")["Statement"]["RateBasedStatement"]
     assert per_ip == {
@@ -228,7 +228,7 @@ def test_every_container_drops_every_capability_and_verifies_the_database(
     variant: str, request: pytest.FixtureRequest
 ) -> None:
     assembly: Assembly = request.getfixturevalue(variant)
-    specs = load_specs(assembly.root)
+    specs = _specs(variant, request)
     checked = 0
     for name, spec in specs.items():
         [task] = assembly.resources(name, "AWS::ECS::TaskDefinition").values()
@@ -245,5 +245,7 @@ def test_every_container_drops_every_capability_and_verifies_the_database(
     assert checked == 2 * len(specs)
 
 
-def _api_spec(assembly: Assembly) -> ServiceSpec:
-    return load_specs(assembly.root)["api"]
+def _specs(variant: str, request: pytest.FixtureRequest) -> dict[str, ServiceSpec]:
+    """The specs the variant was synthesized from."""
+    root: Path = ROOT if variant == "assembly" else request.getfixturevalue("extended_root")
+    return load_specs(root)

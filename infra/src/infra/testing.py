@@ -22,8 +22,6 @@ class Assembly:
     """A synthesized app: its templates by stack name and the validation report."""
 
     outdir: Path
-    root: Path
-    """The folder holding the ``services/`` it was built from."""
     report: dict[str, Any]
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -52,7 +50,7 @@ def synthesize(outdir: Path, *, root: Path, context: dict[str, Any] | None = Non
         if "ValidationFailed" not in str(error):
             raise
     report = json.loads((outdir / "validation-report.json").read_text())
-    assembly = Assembly(outdir=outdir, root=root, report=report)
+    assembly = Assembly(outdir=outdir, report=report)
     for path in sorted(outdir.glob("*.template.json")):
         assembly.templates[path.name.removesuffix(".template.json")] = json.loads(path.read_text())
     return assembly
