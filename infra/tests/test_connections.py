@@ -30,14 +30,16 @@ def test_each_service_peaks_at_its_most_tasks_through_a_deploy() -> None:
     assert api is not None
     assert worker is not None
     assert scheduler is not None
-    # Blue/green runs both colours at the scaling maximum; 2 gunicorn workers of 5 each.
-    assert (api.tasks, api.surge, api.processes, api.pool_size, api.peak) == (12, 2, 2, 5, 240)
-    # Rolling at max_percent 200; servicekit's default pool.
-    default = DatabaseSettings().pool_size
-    assert (worker.tasks, worker.surge, worker.pool_size) == (20, 2, default)
-    assert worker.peak == 40 * default
-    # Every schedule's run at once, never a deployment surge.
-    assert (scheduler.tasks, scheduler.surge, scheduler.peak) == (3, 1, 3 * default)
+    defaults = DatabaseSettings()
+    # The scaling maximum, 2 gunicorn workers of 5; blue/green's other colour at pool minimum.
+    assert (api.tasks, api.processes, api.pool_size, api.deploying) == (12, 2, 5, 12)
+    assert api.peak == 12 * 2 * 5 + 12 * 2 * defaults.pool_min_size
+    # Rolling at max_percent 200: as many again while deploying; servicekit's default pool.
+    assert (worker.tasks, worker.pool_size, worker.deploying) == (20, defaults.pool_size, 20)
+    assert worker.peak == 20 * defaults.pool_size + 20 * defaults.pool_min_size
+    # Every schedule's run at once; never deployed beside another.
+    assert (scheduler.tasks, scheduler.deploying) == (3, 0)
+    assert scheduler.peak == 3 * defaults.pool_size
 
 
 @pytest.mark.parametrize(
@@ -62,19 +64,25 @@ def test_over_budget_names_every_figure() -> None:
     with pytest.raises(ConnectionBudgetError) as raised:
         check_budget(SPECS, SCHEDULES, instance_type="t4g.medium", max_connections=None)
     message = str(raised.value)
-    assert "exceed max_connections (405, RDS's default for t4g.medium)" in message
-    assert "api: 12 tasks x 2 (deployment surge) x 2 processes x 5 pool = 240" in message
-    assert "worker: 20 tasks x 2 (deployment surge) x 1 processes x 10 pool = 400" in message
-    assert "scheduler: 3 tasks x 1 (deployment surge) x 1 processes x 10 pool = 30" in message
+    assert "(414) exceed max_connections (405, RDS's default for t4g.medium)" in message
+    assert (
+        "api: 12 tasks x 2 processes x 5 pool + 12 deploying tasks x 2 processes x 1 pool "
+        "minimum = 144" in message
+    )
+    assert (
+        "worker: 20 tasks x 1 processes x 10 pool + 20 deploying tasks x 1 processes x 1 pool "
+        "minimum = 220" in message
+    )
+    assert "scheduler: 3 tasks x 1 processes x 10 pool + 0 deploying tasks" in message
     assert f"margin {MARGIN}" in message
 
 
 def test_an_explicit_max_connections_wins() -> None:
     rows, limit = check_budget(SPECS, SCHEDULES, instance_type="t4g.micro", max_connections=1000)
     assert limit == 1000
-    assert sum(row.peak for row in rows) == 670
-    with pytest.raises(ConnectionBudgetError, match=r"\(600, dbMaxConnections\)"):
-        check_budget(SPECS, SCHEDULES, instance_type="t4g.xlarge", max_connections=600)
+    assert sum(row.peak for row in rows) == 394
+    with pytest.raises(ConnectionBudgetError, match=r"\(400, dbMaxConnections\)"):
+        check_budget(SPECS, SCHEDULES, instance_type="t4g.xlarge", max_connections=400)
 
 
 def test_a_service_without_the_database_counts_nothing() -> None:
@@ -117,9 +125,9 @@ def test_the_readme_shows_the_budget() -> None:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[1:] == [
             str(row.tasks),
-            f"{row.surge:g}",
             str(row.processes),
             str(row.pool_size),
+            f"{row.deploying} x {row.pool_min_size}",
             str(row.peak),
         ], line
     total = sum(row.peak for row in rows) + MARGIN

@@ -1,11 +1,13 @@
 """The database's connection budget: every service at its peak against ``max_connections``.
 
 A service's peak is its most tasks at once (the scaling maximum, else the desired count; for a
-scheduled service, every schedule's run at once), times the deployment's surge (a rolling
-deployment runs up to ``max_percent`` of the tasks, blue/green both colours), times its processes
-per task, times each process's pool size. Their sum plus :data:`MARGIN` must fit the
-instance's ``max_connections``, or synthesis fails with the table: PostgreSQL refuses the
-connections past it, so a scale-out or a deploy at peak would turn into login errors.
+scheduled service, every schedule's run at once) times its processes per task times each
+process's pool size, plus what a deployment adds: the extra tasks (a rolling deployment runs up
+to ``max_percent`` of the count, blue/green both colours) share the same traffic, and the pools
+open connections on demand, so each extra process adds its pool's minimum (servicekit's
+``pool_min_size``), not a full pool. The sum plus :data:`MARGIN` must fit the instance's
+``max_connections``, or synthesis fails naming every figure: PostgreSQL refuses connections past
+it, so a scale-out or a deploy at the peak would turn into login errors.
 """
 
 from __future__ import annotations
@@ -53,22 +55,25 @@ class ConnectionBudgetError(ValueError):
 
 @dataclass(frozen=True)
 class ServiceConnections:
-    """One service's peak: tasks x surge x processes x pool size."""
+    """One service's peak: tasks x processes x pool, plus a deployment's extra tasks' floors."""
 
     service: str
     tasks: int
-    surge: float
     processes: int
     pool_size: int
+    deploying: int
+    """Tasks a deployment runs beside ``tasks`` (the new or the old ones)."""
+    pool_min_size: int
 
     @property
     def peak(self) -> int:
-        return int(self.tasks * self.surge) * self.processes * self.pool_size
+        return self.processes * (self.tasks * self.pool_size + self.deploying * self.pool_min_size)
 
     def row(self) -> str:
         return (
-            f"{self.service}: {self.tasks} tasks x {self.surge:g} (deployment surge) x "
-            f"{self.processes} processes x {self.pool_size} pool = {self.peak}"
+            f"{self.service}: {self.tasks} tasks x {self.processes} processes x "
+            f"{self.pool_size} pool + {self.deploying} deploying tasks x {self.processes} "
+            f"processes x {self.pool_min_size} pool minimum = {self.peak}"
         )
 
 
@@ -100,18 +105,26 @@ def peak_connections(spec: ServiceSpec, schedules: int = 0) -> ServiceConnection
     """
     if not spec.uses_database:
         return None
+    defaults = DatabaseSettings()
     if isinstance(spec.trigger, ScheduleTrigger):
-        tasks, surge = spec.task.desired_count * schedules, 1.0
+        # Each schedule starts its own tasks; none is ever deployed beside them.
+        tasks, deploying = spec.task.desired_count * schedules, 0
     else:
         tasks = spec.scaling.max_count if spec.scaling else spec.task.desired_count
         deployment = spec.deployment
-        surge = (
-            2.0
+        deploying = (
+            tasks
             if deployment.strategy is DeploymentStrategy.BLUE_GREEN
-            else deployment.max_percent / 100
+            else tasks * deployment.max_percent // 100 - tasks
         )
-    pool_size = spec.database.pool_size if spec.database else DatabaseSettings().pool_size
-    return ServiceConnections(spec.name, tasks, surge, spec.task.processes, pool_size)
+    return ServiceConnections(
+        service=spec.name,
+        tasks=tasks,
+        processes=spec.task.processes,
+        pool_size=spec.database.pool_size if spec.database else defaults.pool_size,
+        deploying=deploying,
+        pool_min_size=defaults.pool_min_size,
+    )
 
 
 def check_budget(
