@@ -655,18 +655,13 @@ class ServiceStack(Stack):
         The load balancer's health checks and the tasks' own checks reach the targets directly,
         not through the listener, so they are unaffected.
         """
-        paths = self.spec.edge.private_paths
-        for index in range(0, len(paths), _VALUES_PER_CONDITION):
+        for index, paths in enumerate(_path_chunks(self.spec.edge.private_paths)):
             elbv2.ApplicationListenerRule(
                 self,
-                f"PrivatePaths{index // _VALUES_PER_CONDITION}",
+                f"PrivatePaths{index}",
                 listener=listener,
-                priority=PRIVATE_PATHS_PRIORITY + index // _VALUES_PER_CONDITION,
-                conditions=[
-                    elbv2.ListenerCondition.path_patterns(
-                        list(paths[index : index + _VALUES_PER_CONDITION])
-                    )
-                ],
+                priority=PRIVATE_PATHS_PRIORITY + index,
+                conditions=[elbv2.ListenerCondition.path_patterns(paths)],
                 action=elbv2.ListenerAction.fixed_response(
                     404, content_type="application/json", message_body='{"detail":"Not Found"}'
                 ),
@@ -698,18 +693,17 @@ class ServiceStack(Stack):
                 "load balancer does not verify tokens; the service does",
             )
             return
-        paths = spec.auth.paths
-        for index in range(0, len(paths), _VALUES_PER_CONDITION):
+        for index, paths in enumerate(_path_chunks(spec.auth.paths)):
             elbv2.CfnListenerRule(
                 self,
-                f"TokenPaths{index // _VALUES_PER_CONDITION}",
+                f"TokenPaths{index}",
                 listener_arn=listener.listener_arn,
-                priority=TOKEN_PATHS_PRIORITY + index // _VALUES_PER_CONDITION,
+                priority=TOKEN_PATHS_PRIORITY + index,
                 conditions=[
                     elbv2.CfnListenerRule.RuleConditionProperty(
                         field="path-pattern",
                         path_pattern_config=elbv2.CfnListenerRule.PathPatternConfigProperty(
-                            values=list(paths[index : index + _VALUES_PER_CONDITION])
+                            values=paths
                         ),
                     )
                 ],
@@ -1113,3 +1107,11 @@ class ServiceStack(Stack):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=1,
         )
+
+
+def _path_chunks(paths: Sequence[str]) -> list[list[str]]:
+    """``paths`` in groups one ALB rule condition takes (at most five values each)."""
+    return [
+        list(paths[index : index + _VALUES_PER_CONDITION])
+        for index in range(0, len(paths), _VALUES_PER_CONDITION)
+    ]
