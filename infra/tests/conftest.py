@@ -72,20 +72,35 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 
 
 @pytest.fixture(scope="session")
-def extended(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """The app over a copy of services/ plus ``reports``, with both cost switches flipped,
-    images pinned by digest (as ``-c imageDigests=...`` passes them: JSON text) and the
-    delivery stack's roles."""
+def extended_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of services/' specs with other api [edge] figures, plus ``reports``."""
     root = tmp_path_factory.mktemp("repo")
     for spec in ROOT.glob("services/*/service.toml"):
         target = root / spec.relative_to(ROOT)
         target.parent.mkdir(parents=True)
         shutil.copy(spec, target)
+    # Other edge figures, so the tests see them flow from the spec (a body limit WAF can read
+    # whole, so the common rule set's 8 KB rule stays in force).
+    api = root / "services/api/service.toml"
+    api.write_text(
+        api.read_text()
+        .replace("max_body_bytes = 65536", "max_body_bytes = 4096")
+        .replace("requests_per_caller = 1000", "requests_per_caller = 300")
+        .replace("rate_window_seconds = 300", "rate_window_seconds = 60")
+    )
+    assert "max_body_bytes = 4096" in api.read_text(), "the api spec's [edge] moved"
     (root / "services/reports").mkdir()
     (root / "services/reports/service.toml").write_text(REPORTS_SPEC)
+    return root
+
+
+@pytest.fixture(scope="session")
+def extended(tmp_path_factory: pytest.TempPathFactory, extended_root: Path) -> Assembly:
+    """The app over ``extended_root``, with both cost switches flipped, images pinned by digest
+    (as ``-c imageDigests=...`` passes them: JSON text) and the delivery stack's roles."""
     return synthesize(
         tmp_path_factory.mktemp("cdk.out.extended"),
-        root=root,
+        root=extended_root,
         context={
             "natGateways": 0,
             "dbMultiAz": False,

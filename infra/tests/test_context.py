@@ -30,6 +30,10 @@ def test_the_environment_comes_from_context() -> None:
     assert (config.app, config.env, config.prefix) == ("suite", "dev", "suite-dev")
     assert config.parameter_path("api") == "/suite/dev/api"
     assert config.secret_name("db") == "suite/dev/db"
+    assert config.db_max_connections is None  # RDS's default for the class
+    # `-c dbMaxConnections=900` arrives as text.
+    overridden = EnvConfig.from_context(App(context=CONTEXT | {"dbMaxConnections": "900"}).node)
+    assert overridden.db_max_connections == 900
 
 
 @pytest.mark.parametrize(
@@ -42,6 +46,7 @@ def test_the_environment_comes_from_context() -> None:
         ({"appName": "Suite"}, "appName 'Suite'"),
         ({"githubRepository": "ecs-suite"}, "githubRepository 'ecs-suite' is not OWNER/NAME"),
         ({"deployEnvironments": 3}, "deployEnvironments must be a list of names, not int"),
+        ({"dbMaxConnections": 0}, "dbMaxConnections 0: a positive number"),
     ],
 )
 def test_a_bad_context_names_the_key(change: dict[str, object], message: str) -> None:

@@ -130,3 +130,37 @@ def test_a_scheduled_service_has_no_deployment_section() -> None:
     with pytest.raises(ValueError, match="no ECS service"):
         ServiceSpec.model_validate(spec)
     assert ServiceSpec.model_validate(spec | {"deployment": {}}).trigger.kind == "schedule"
+
+
+def test_the_api_declares_its_edge_auth_and_pool() -> None:
+    api = load_specs(ROOT)["api"]
+    assert api.task.processes == 2
+    assert api.database is not None
+    assert api.database.pool_size == 5
+    assert api.edge.max_body_bytes == 64 * 1024
+    assert "/docs" in api.edge.private_paths
+    assert api.auth is not None
+    assert set(api.auth.scopes) == {"jobs:read", "jobs:write", "jobs:admin"}
+    assert api.auth.clients == {"machine": ["jobs:read", "jobs:write"]}
+    assert api.uses_database
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"exposure": "external", "auth": {"scopes": {"a": "x"}, "clients": {"c": ["b"]}}},
+            r"auth client 'c' asks for undeclared scopes \['b'\]",
+        ),
+        ({"auth": {"scopes": {"a": "x"}}}, "needs exposure 'external'"),
+        ({"edge": {"rate_window_seconds": 90}}, "rate_window_seconds"),
+        ({"edge": {"requests_per_caller": 5}}, "requests_per_caller"),
+        ({"database": {"pool_size": 0}}, "pool_size"),
+        ({"task": {"cpu": 256, "memory": 512, "desired_count": 1, "processes": 0}}, "processes"),
+    ],
+)
+def test_edge_auth_and_database_sections_refuse_what_aws_would(
+    change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServiceSpec.model_validate(_API | change)

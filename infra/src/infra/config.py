@@ -52,8 +52,9 @@ class EnvConfig:
     image_tag: str = "bootstrap"
     image_digests: Mapping[str, str] = field(default_factory=dict)
     log_retention_days: int = 30
-    db_instance_type: str = "t4g.medium"
+    db_instance_type: str = "t4g.large"
     db_multi_az: bool = True
+    db_max_connections: int | None = None
     ec2_instance_types: tuple[str, ...] = ("m7i.large", "m6i.large", "m7a.large")
     ec2_max_instances: int = 4
     otel_collector_image: str = "aws-observability/aws-otel-collector:v0.45.0"
@@ -123,8 +124,11 @@ class EnvConfig:
             image_tag=str(get("imageTag", "bootstrap")),
             image_digests=_image_digests(get("imageDigests")),
             log_retention_days=int(get("logRetentionDays", 30)),
-            db_instance_type=str(get("dbInstanceType", "t4g.medium")),
+            db_instance_type=str(get("dbInstanceType", cls.db_instance_type)),
             db_multi_az=_boolean(get("dbMultiAz", True)),
+            db_max_connections=(
+                None if get("dbMaxConnections") is None else int(get("dbMaxConnections"))
+            ),
             ec2_instance_types=tuple(get("ec2InstanceTypes", cls.ec2_instance_types)),
             ec2_max_instances=int(get("ec2MaxInstances", 4)),
             otel_collector_image=str(get("otelCollectorImage", cls.otel_collector_image)),
@@ -152,6 +156,8 @@ class EnvConfig:
             problems.append(
                 f"logRetentionDays {self.log_retention_days}: one of {sorted(_RETENTION)}"
             )
+        if self.db_max_connections is not None and self.db_max_connections < 1:
+            problems.append(f"dbMaxConnections {self.db_max_connections}: a positive number")
         if not self.certificate_arn.startswith("arn:"):
             problems.append(f"certificateArn {self.certificate_arn!r} is not an ARN")
         problems.extend(

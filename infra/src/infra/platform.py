@@ -9,6 +9,7 @@ are in the registry stack.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -35,10 +37,20 @@ from constructs import Construct
 
 from infra.checks import SSE_SQS, acknowledge_nag, skip_checkov
 from infra.config import EnvConfig
+from infra.connections import check_budget
 from infra.network import NetworkStack
-from servicekit.spec import CapacityProvider, Exposure, QueueTrigger, ServiceSpec
+from infra.schedules import load_schedules
+from servicekit.spec import (
+    AuthSpec,
+    CapacityProvider,
+    EdgeSpec,
+    Exposure,
+    QueueTrigger,
+    ScheduleTrigger,
+    ServiceSpec,
+)
 
-__all__ = ["LoadBalancer", "PlatformStack"]
+__all__ = ["Auth", "LoadBalancer", "PlatformStack", "greater_than_pattern"]
 
 POSTGRES_PORT = 5432
 HTTPS_PORT = 443
@@ -46,6 +58,10 @@ DB_APP_USER = "app"
 DB_MASTER_USER = "postgres_admin"
 ROTATION_DAYS = 30
 _EC2_SUFFIX = {CapacityProvider.EC2: "ec2", CapacityProvider.EC2_SPOT: "ec2-spot"}
+# Alarm when the connections in use pass this share of max_connections.
+DB_CONNECTIONS_ALARM_PERCENT = 80
+# AWS WAF inspects at most this much of a request body behind an ALB (a fixed limit there).
+WAF_BODY_INSPECTION_BYTES = 8 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,25 @@ class LoadBalancer:
     alb: elbv2.ApplicationLoadBalancer
     security_group: ec2.SecurityGroup
     external: bool
+
+
+@dataclass(frozen=True)
+class Auth:
+    """A service's OAuth 2.0 resource server in the environment's user pool, and its clients."""
+
+    issuer: str
+    """``https://cognito-idp.{region}.amazonaws.com/{poolId}``: the tokens' ``iss``."""
+    scope_prefix: str
+    """``{resourceServerIdentifier}/``: Cognito's prefix on the custom scopes."""
+    clients: tuple[cognito.UserPoolClient, ...]
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.issuer}/.well-known/jwks.json"
+
+    @property
+    def client_ids(self) -> list[str]:
+        return [client.user_pool_client_id for client in self.clients]
 
 
 class PlatformStack(Stack):
@@ -112,6 +147,16 @@ class PlatformStack(Stack):
         self.capacity_providers = self._ec2_capacity()
 
         self.queues, self.dead_letter_queues = self._queues(specs)
+        self.connections, self.max_connections = check_budget(
+            specs,
+            {
+                name: len(load_schedules(spec.trigger))
+                for name, spec in specs.items()
+                if isinstance(spec.trigger, ScheduleTrigger)
+            },
+            instance_type=config.db_instance_type,
+            max_connections=config.db_max_connections,
+        )
         self._database()
 
         ssm.StringParameter(
@@ -122,13 +167,9 @@ class PlatformStack(Stack):
             description="log level of every service unless its own prefix sets one",
         )
 
+        self.auth = self._auth(specs)
         exposed = {name: spec for name, spec in specs.items() if spec.exposure is not Exposure.NONE}
         self.access_logs = self._access_log_bucket() if exposed else None
-        self.web_acl = (
-            self._web_acl()
-            if any(spec.exposure is Exposure.EXTERNAL for spec in exposed.values())
-            else None
-        )
         self.load_balancers = {name: self._load_balancer(spec) for name, spec in exposed.items()}
 
     # -- capacity ---------------------------------------------------------------------------
@@ -389,7 +430,13 @@ class PlatformStack(Stack):
                 "log_min_duration_statement": "1000",
                 "log_connections": "1",
                 "log_disconnections": "1",
-            },
+            }
+            # Unset, RDS's formula for the class applies (the budget assumes it).
+            | (
+                {"max_connections": str(config.db_max_connections)}
+                if config.db_max_connections is not None
+                else {}
+            ),
         )
         identifier = f"{config.prefix}-db"
         # Created here, before the instance, so the exported logs get a retention and the key.
@@ -444,6 +491,7 @@ class PlatformStack(Stack):
         )
         for group in log_groups:
             self.database.node.add_dependency(group)
+        self._connections_alarm()
         master_secret = self.database.secret
         assert master_secret is not None  # from_secret credentials always attach one
         app_secret = rds.DatabaseSecret(
@@ -511,6 +559,119 @@ class PlatformStack(Stack):
             )
             skip_checkov(self.database, "CKV_AWS_157", "dbMultiAz=false chosen for this env")
 
+    def _connections_alarm(self) -> None:
+        """Connections in use near max_connections: the next scale-out or deploy would fail."""
+        threshold = self.max_connections * DB_CONNECTIONS_ALARM_PERCENT // 100
+        alarm = cloudwatch.Alarm(
+            self,
+            "DbConnections",
+            alarm_name=f"{self.config.prefix}-db-connections",
+            alarm_description=(
+                f"database connections above {DB_CONNECTIONS_ALARM_PERCENT}% of max_connections "
+                f"({self.max_connections}); the budget's peak is {self.peak_connections}"
+            ),
+            metric=self.database.metric_database_connections(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=threshold,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
+
+    @property
+    def peak_connections(self) -> int:
+        """The services' peak connections, the margin left out."""
+        return sum(row.peak for row in self.connections)
+
+    # -- identity -------------------------------------------------------------------------
+
+    def _auth(self, specs: Mapping[str, ServiceSpec]) -> dict[str, Auth]:
+        """The environment's Cognito user pool: a resource server per service with ``[auth]``.
+
+        Machine callers only: each client gets tokens with the client-credentials grant from
+        the pool's domain (``/oauth2/token``); nobody signs up or signs in.
+        """
+        served = {name: spec.auth for name, spec in specs.items() if spec.auth is not None}
+        if not served:
+            return {}
+        config = self.config
+        pool = cognito.UserPool(
+            self,
+            "UserPool",
+            user_pool_name=config.prefix,
+            self_sign_up_enabled=False,
+            sign_in_aliases=cognito.SignInAliases(username=True),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+            account_recovery=cognito.AccountRecovery.NONE,
+            password_policy=cognito.PasswordPolicy(
+                min_length=16,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_digits=True,
+                require_symbols=True,
+            ),
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge_nag(
+            pool,
+            "AwsSolutions-COG8",
+            "no user signs in to this pool: its callers are machine clients (client "
+            "credentials), which the Plus plan's threat protection does not evaluate",
+        )
+        # A prefix domain for the token endpoint; the account keeps it unique in the region.
+        pool.add_domain(
+            "Domain",
+            cognito_domain=cognito.CognitoDomainOptions(
+                domain_prefix=f"{config.prefix}-{config.account}"
+            ),
+        )
+        # The tokens' iss (the pool's ProviderURL attribute lacks the scheme).
+        issuer = f"https://cognito-idp.{config.region}.amazonaws.com/{pool.user_pool_id}"
+        return {
+            name: self._resource_server(pool, issuer, name, auth) for name, auth in served.items()
+        }
+
+    def _resource_server(
+        self, pool: cognito.UserPool, issuer: str, service: str, auth: AuthSpec
+    ) -> Auth:
+        config = self.config
+        identifier = f"https://{service}.{config.domain}"
+        scopes = {
+            name: cognito.ResourceServerScope(scope_name=name, scope_description=description)
+            for name, description in auth.scopes.items()
+        }
+        server = pool.add_resource_server(
+            f"{_pascal(service)}Api",
+            identifier=identifier,
+            user_pool_resource_server_name=f"{config.prefix}-{service}",
+            scopes=list(scopes.values()),
+        )
+        clients = tuple(
+            pool.add_client(
+                f"{_pascal(service)}Client{_pascal(client)}",
+                user_pool_client_name=f"{config.prefix}-{service}-{client}",
+                generate_secret=True,
+                o_auth=cognito.OAuthSettings(
+                    flows=cognito.OAuthFlows(client_credentials=True),
+                    scopes=[
+                        cognito.OAuthScope.resource_server(server, scopes[scope])
+                        for scope in granted
+                    ],
+                ),
+                auth_flows=cognito.AuthFlow(),
+                prevent_user_existence_errors=True,
+                enable_token_revocation=True,
+                access_token_validity=Duration.hours(1),
+            )
+            for client, granted in auth.clients.items()
+        )
+        return Auth(issuer=issuer, scope_prefix=f"{identifier}/", clients=clients)
+
     # -- edge -------------------------------------------------------------------------------
 
     def _access_log_bucket(self) -> s3.Bucket:
@@ -545,62 +706,93 @@ class PlatformStack(Stack):
             skip_checkov(bucket, check, reason)
         return bucket
 
-    def _web_acl(self) -> wafv2.CfnWebACL:
-        """AWS managed rule groups plus a per-IP rate limit, logged to CloudWatch Logs."""
+    def _web_acl(self, spec: ServiceSpec) -> wafv2.CfnWebACL:
+        """The service's web ACL: its body limit, AWS managed rule groups, rate limits per
+        client address and per caller (the spec's ``[edge]`` figures), logged to CloudWatch.
+
+        One per external service, so each service's figures apply to its own traffic only.
+        """
+        edge = spec.edge
+        name = _pascal(spec.name)
+        rules = [_body_limit_rule(edge, priority=0)]
         managed = (
             "AWSManagedRulesCommonRuleSet",
             "AWSManagedRulesKnownBadInputsRuleSet",
             "AWSManagedRulesAmazonIpReputationList",
             "AWSManagedRulesSQLiRuleSet",
         )
-        rules = [
+        rules += [
             wafv2.CfnWebACL.RuleProperty(
-                name=name,
+                name=group,
                 priority=priority,
                 override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
                 statement=wafv2.CfnWebACL.StatementProperty(
                     managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                        vendor_name="AWS", name=name
+                        vendor_name="AWS",
+                        name=group,
+                        rule_action_overrides=_body_size_counted(edge)
+                        if group == "AWSManagedRulesCommonRuleSet"
+                        else None,
                     )
                 ),
-                visibility_config=_visibility(name),
+                visibility_config=_visibility(group),
             )
-            for priority, name in enumerate(managed)
+            for priority, group in enumerate(managed, start=len(rules))
         ]
-        rules.append(
-            wafv2.CfnWebACL.RuleProperty(
-                name="RatePerIp",
-                priority=len(managed),
-                action=wafv2.CfnWebACL.RuleActionProperty(block={}),
-                statement=wafv2.CfnWebACL.StatementProperty(
-                    rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                        limit=2000, aggregate_key_type="IP"
+        rules += [
+            _rate_rule("RatePerIp", edge.requests_per_ip, edge, len(rules)),
+            # Each token is its own key; requests without the header are not counted here (the
+            # per-address rule sees them), so rotating garbage headers gains nothing.
+            _rate_rule(
+                "RatePerCaller",
+                edge.requests_per_caller,
+                edge,
+                len(rules) + 1,
+                custom_keys=[
+                    wafv2.CfnWebACL.RateBasedStatementCustomKeyProperty(
+                        header=wafv2.CfnWebACL.RateLimitHeaderProperty(
+                            name="authorization",
+                            text_transformations=[
+                                wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
+                            ],
+                        )
                     )
-                ),
-                visibility_config=_visibility("RatePerIp"),
-            )
-        )
+                ],
+            ),
+        ]
+        prefix = f"{self.config.prefix}-{spec.name}"
         acl = wafv2.CfnWebACL(
             self,
-            "WebAcl",
-            name=f"{self.config.prefix}-web",
+            f"WebAcl{name}",
+            name=f"{prefix}-web",
             scope="REGIONAL",
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
             rules=rules,
-            visibility_config=_visibility(f"{self.config.prefix}-web"),
+            visibility_config=_visibility(f"{prefix}-web"),
+            custom_response_bodies={
+                "too-large": wafv2.CfnWebACL.CustomResponseBodyProperty(
+                    content_type="APPLICATION_JSON",
+                    content=json.dumps(
+                        {
+                            "detail": "request body too large",
+                            "max_body_bytes": edge.max_body_bytes,
+                        }
+                    ),
+                )
+            },
         )
         waf_logs = logs.LogGroup(
             self,
-            "WafLogs",
+            f"WafLogs{name}",
             # WAF delivers only to log groups named aws-waf-logs-*.
-            log_group_name=f"aws-waf-logs-{self.config.prefix}",
+            log_group_name=f"aws-waf-logs-{prefix}",
             retention=self.config.log_retention,
             encryption_key=self.key,
             removal_policy=RemovalPolicy.RETAIN,
         )
         wafv2.CfnLoggingConfiguration(
             self,
-            "WebAclLogging",
+            f"WebAclLogging{name}",
             resource_arn=acl.attr_arn,
             log_destination_configs=[
                 Stack.of(self).format_arn(
@@ -665,12 +857,11 @@ class PlatformStack(Stack):
         alb.log_access_logs(self.access_logs, prefix=spec.name)
         if external:
             alb.add_redirect(source_port=80, target_port=HTTPS_PORT)
-            assert self.web_acl is not None
             wafv2.CfnWebACLAssociation(
                 self,
                 f"Alb{name}Waf",
                 resource_arn=alb.load_balancer_arn,
-                web_acl_arn=self.web_acl.attr_arn,
+                web_acl_arn=self._web_acl(spec).attr_arn,
             )
         else:
             skip_checkov(
@@ -680,6 +871,93 @@ class PlatformStack(Stack):
                 "the internet-facing one",
             )
         return LoadBalancer(alb=alb, security_group=security_group, external=external)
+
+
+def greater_than_pattern(limit: int) -> str:
+    """A regular expression matching exactly the decimal integers above ``limit``.
+
+    WAF compares no numbers, but it matches regular expressions: this one on Content-Length
+    tells a declared body size above the limit without inspecting the body.
+    """
+    digits = str(limit)
+    # Longer numbers (leading zeros aside) are all greater.
+    branches = [rf"[1-9][0-9]{{{len(digits)},}}"]
+    # Same length: equal up to position i, then a greater digit, then anything.
+    for index, digit in enumerate(digits):
+        if digit == "9":
+            continue
+        rest = len(digits) - index - 1
+        tail = rf"[0-9]{{{rest}}}" if rest else ""
+        branches.append(f"{digits[:index]}[{int(digit) + 1}-9]{tail}")
+    return f"^0*(?:{'|'.join(branches)})$"
+
+
+def _body_limit_rule(edge: EdgeSpec, *, priority: int) -> wafv2.CfnWebACL.RuleProperty:
+    """413 when Content-Length declares more than ``max_body_bytes``.
+
+    Behind an ALB, WAF reads only the first 8 KB of a body, so it cannot measure a larger
+    one: the declared length is what it can judge. A body sent without Content-Length (chunked)
+    passes here and the service counts it (MAX_BODY_BYTES, the same figure) while reading it.
+    """
+    return wafv2.CfnWebACL.RuleProperty(
+        name="BodyTooLarge",
+        priority=priority,
+        action=wafv2.CfnWebACL.RuleActionProperty(
+            block=wafv2.CfnWebACL.BlockActionProperty(
+                custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                    response_code=413, custom_response_body_key="too-large"
+                )
+            )
+        ),
+        statement=wafv2.CfnWebACL.StatementProperty(
+            regex_match_statement=wafv2.CfnWebACL.RegexMatchStatementProperty(
+                regex_string=greater_than_pattern(edge.max_body_bytes),
+                field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
+                    single_header={"Name": "content-length"}
+                ),
+                text_transformations=[
+                    wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
+                ],
+            )
+        ),
+        visibility_config=_visibility("BodyTooLarge"),
+    )
+
+
+def _body_size_counted(edge: EdgeSpec) -> list[wafv2.CfnWebACL.RuleActionOverrideProperty]:
+    """The common rule set blocks bodies over 8 KB (SizeRestrictions_BODY): counted instead
+    when the service accepts more, since BodyTooLarge and the service hold the real limit."""
+    if edge.max_body_bytes <= WAF_BODY_INSPECTION_BYTES:
+        return []
+    return [
+        wafv2.CfnWebACL.RuleActionOverrideProperty(
+            name="SizeRestrictions_BODY",
+            action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={}),
+        )
+    ]
+
+
+def _rate_rule(
+    name: str,
+    limit: int,
+    edge: EdgeSpec,
+    priority: int,
+    custom_keys: list[wafv2.CfnWebACL.RateBasedStatementCustomKeyProperty] | None = None,
+) -> wafv2.CfnWebACL.RuleProperty:
+    return wafv2.CfnWebACL.RuleProperty(
+        name=name,
+        priority=priority,
+        action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+        statement=wafv2.CfnWebACL.StatementProperty(
+            rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                limit=limit,
+                evaluation_window_sec=edge.rate_window_seconds,
+                aggregate_key_type="CUSTOM_KEYS" if custom_keys else "IP",
+                custom_keys=custom_keys,
+            )
+        ),
+        visibility_config=_visibility(name),
+    )
 
 
 def _visibility(metric: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:

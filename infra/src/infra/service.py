@@ -40,6 +40,8 @@ from infra.registry import ECR_PUBLIC_PREFIX, repository_name
 from infra.schedules import load_schedules, run_command
 from servicekit.spec import (
     DeploymentStrategy,
+    Exposure,
+    HttpTrigger,
     QueueTrigger,
     ScalingSpec,
     ScheduleTrigger,
@@ -84,6 +86,16 @@ REQUESTS_PER_TASK = "IF(FILL(tasks, 0) > 0, requests / FILL(tasks, 0), requests)
 BACKLOG_PER_TASK = "IF(FILL(tasks, 0) > 0, FILL(visible, 0) / FILL(tasks, 0), FILL(visible, 0))"
 SCHEDULE_RETRIES = 3
 SCHEDULE_MAX_EVENT_AGE = Duration.minutes(15)
+# Where the image keeps the RDS CA bundle (the Dockerfile downloads it): every connection to
+# the database verifies the server's certificate and name against it.
+RDS_CA_BUNDLE = "/etc/ssl/certs/rds-global-bundle.pem"
+# External listener rule priorities: refusals first, then token checks, then (ECS-native
+# blue/green) the production rule ECS moves between the colours.
+PRIVATE_PATHS_PRIORITY = 1
+TOKEN_PATHS_PRIORITY = 20
+PRODUCTION_RULE_PRIORITY = 100
+# An ALB rule condition takes at most five values.
+_VALUES_PER_CONDITION = 5
 
 
 class ServiceStack(Stack):
@@ -284,6 +296,31 @@ class ServiceStack(Stack):
         }
         if isinstance(spec.trigger, QueueTrigger):
             environment.setdefault("QUEUE_URL", platform.queues[spec.trigger.queue].queue_url)
+        if spec.uses_database:
+            environment |= {
+                "DATABASE__SSLMODE": "verify-full",
+                "DATABASE__SSLROOTCERT": RDS_CA_BUNDLE,
+            }
+            if spec.database is not None:
+                # The figure the platform's connection budget counted.
+                environment["DATABASE__POOL_SIZE"] = str(spec.database.pool_size)
+        if isinstance(spec.trigger, HttpTrigger):
+            environment |= {
+                # gunicorn's worker count, the processes the connection budget counted.
+                "WEB_CONCURRENCY": str(spec.task.processes),
+                # Only the load balancers (in the VPC) may set X-Forwarded-For and -Proto.
+                "FORWARDED_ALLOW_IPS": platform.vpc.vpc_cidr_block,
+            }
+        if spec.exposure is Exposure.EXTERNAL:
+            # The WAF rule's figure: one limit, checked at the edge and in the service.
+            environment["MAX_BODY_BYTES"] = str(spec.edge.max_body_bytes)
+        auth = platform.auth.get(spec.name)
+        if auth is not None:
+            environment |= {
+                "AUTH__ISSUER": auth.issuer,
+                "AUTH__AUDIENCES": self.to_json_string(auth.client_ids),
+                "AUTH__SCOPE_PREFIX": auth.scope_prefix,
+            }
         return environment | spec.config.environment
 
     def _parameters(self) -> None:
@@ -355,6 +392,7 @@ class ServiceStack(Stack):
             essential=False,  # losing traces must not stop the service
             memory_reservation_mib=64,
             readonly_root_filesystem=True,
+            linux_parameters=self._no_capabilities("CollectorLinux"),
             user=spec.task.user,
             environment={"AOT_CONFIG_CONTENT": COLLECTOR_CONFIG},
             logging=logging,
@@ -374,6 +412,7 @@ class ServiceStack(Stack):
             command=list(spec.command),
             user=spec.task.user,
             readonly_root_filesystem=True,
+            linux_parameters=self._no_capabilities("AppLinux"),
             stop_timeout=Duration.seconds(spec.task.stop_timeout),
             environment=self._environment(),
             logging=logging,
@@ -441,6 +480,12 @@ class ServiceStack(Stack):
             "(DB_SECRET) and fetched at runtime, so rotation needs no redeploy",
         )
         return task_definition
+
+    def _no_capabilities(self, id: str) -> ecs.LinuxParameters:
+        """Every Linux capability dropped: a non-root process on a high port needs none."""
+        parameters = ecs.LinuxParameters(self, id)
+        parameters.drop_capabilities(ecs.Capability.ALL)
+        return parameters
 
     # -- the ECS service --------------------------------------------------------------------
 
@@ -556,7 +601,7 @@ class ServiceStack(Stack):
                 self,
                 "ProductionRule",
                 listener=listener,
-                priority=1,
+                priority=PRODUCTION_RULE_PRIORITY,
                 conditions=[elbv2.ListenerCondition.path_patterns(["/*"])],
                 action=elbv2.ListenerAction.weighted_forward(
                     [
@@ -586,6 +631,9 @@ class ServiceStack(Stack):
             )
         else:
             service.attach_to_application_target_group(blue)
+        if lb.external:
+            self._private_paths(listener)
+            self._token_paths(listener, blue, ecs_blue_green)
 
         self._load_balancer_alarms(lb, target_groups)
         if codedeploy_controlled:
@@ -599,6 +647,84 @@ class ServiceStack(Stack):
                 ),
                 record_name=spec.name,
                 target=route53.RecordTarget.from_alias(route53_targets.LoadBalancerTarget(lb.alb)),
+            )
+
+    def _private_paths(self, listener: elbv2.ApplicationListener) -> None:
+        """The spec's private paths (readiness, API docs) answer 404 to the internet.
+
+        The load balancer's health checks and the tasks' own checks reach the targets directly,
+        not through the listener, so they are unaffected.
+        """
+        for index, paths in enumerate(_path_chunks(self.spec.edge.private_paths)):
+            elbv2.ApplicationListenerRule(
+                self,
+                f"PrivatePaths{index}",
+                listener=listener,
+                priority=PRIVATE_PATHS_PRIORITY + index,
+                conditions=[elbv2.ListenerCondition.path_patterns(paths)],
+                action=elbv2.ListenerAction.fixed_response(
+                    404, content_type="application/json", message_body='{"detail":"Not Found"}'
+                ),
+            )
+
+    def _token_paths(
+        self,
+        listener: elbv2.ApplicationListener,
+        target_group: elbv2.ApplicationTargetGroup,
+        ecs_blue_green: bool,
+    ) -> None:
+        """The load balancer verifies the access token on the spec's ``[auth] paths``.
+
+        Defence in depth: ALB's ``jwt-validation`` action checks the signature (the pool's
+        JWKS), ``iss``, ``exp`` and ``token_use`` before a request reaches a task; the service
+        still verifies every token and its scopes itself. CloudFormation has the action; the
+        CDK has no L2 for it yet, hence the L1 rule. ECS-native blue/green moves one production
+        rule between the colours, which a second forwarding rule would not follow: there the
+        service alone verifies.
+        """
+        spec = self.spec
+        auth = self.platform.auth.get(spec.name)
+        if auth is None or not spec.auth or not spec.auth.paths:
+            return
+        if ecs_blue_green:
+            Annotations.of(self).add_warning_v2(
+                "infra:albTokenCheckSkipped",
+                f"{spec.name}: ECS-native blue/green manages a single production rule, so the "
+                "load balancer does not verify tokens; the service does",
+            )
+            return
+        for index, paths in enumerate(_path_chunks(spec.auth.paths)):
+            elbv2.CfnListenerRule(
+                self,
+                f"TokenPaths{index}",
+                listener_arn=listener.listener_arn,
+                priority=TOKEN_PATHS_PRIORITY + index,
+                conditions=[
+                    elbv2.CfnListenerRule.RuleConditionProperty(
+                        field="path-pattern",
+                        path_pattern_config=elbv2.CfnListenerRule.PathPatternConfigProperty(
+                            values=paths
+                        ),
+                    )
+                ],
+                actions=[
+                    elbv2.CfnListenerRule.ActionProperty(
+                        type="jwt-validation",
+                        order=1,
+                        jwt_validation_config=elbv2.CfnListenerRule.JwtValidationConfigProperty(
+                            issuer=auth.issuer,
+                            jwks_endpoint=auth.jwks_url,
+                            additional_claims=[
+                                elbv2.CfnListenerRule.JwtValidationActionAdditionalClaimProperty(
+                                    name="token_use", format="single-string", values=["access"]
+                                )
+                            ],
+                        ),
+                    ),
+                    elbv2.CfnListenerRule.ActionProperty(
+                        type="forward", order=2, target_group_arn=target_group.target_group_arn
+                    ),
+                ],
             )
 
     def _listener(
@@ -981,3 +1107,11 @@ class ServiceStack(Stack):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=1,
         )
+
+
+def _path_chunks(paths: Sequence[str]) -> list[list[str]]:
+    """``paths`` in groups one ALB rule condition takes (at most five values each)."""
+    return [
+        list(paths[index : index + _VALUES_PER_CONDITION])
+        for index in range(0, len(paths), _VALUES_PER_CONDITION)
+    ]

@@ -20,11 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from servicekit.lifecycle import MAX_STOP_TIMEOUT
 
 __all__ = [
+    "AuthSpec",
     "BlueGreenController",
     "CapacityProvider",
     "CapacityProviderItem",
+    "DatabaseSpec",
     "DeploymentSpec",
     "DeploymentStrategy",
+    "EdgeSpec",
     "EnvironmentNames",
     "Exposure",
     "ScalingSpec",
@@ -71,6 +74,15 @@ class TaskSpec(_Strict):
             description="the image's non-root uid[:gid] (its Dockerfile's useradd --uid)",
         ),
     ] = "10001"
+    processes: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=64,
+            description="server processes per task, each with its own database pool (an http "
+            "service's gunicorn workers: passed as WEB_CONCURRENCY)",
+        ),
+    ] = 1
 
     @model_validator(mode="after")
     def _fargate_size(self) -> Self:
@@ -135,6 +147,65 @@ class ConfigSpec(_Strict):
         dict[str, bool],
         Field(description="feature flags' initial values: /{app}/{env}/{service}/flags/{name}"),
     ] = {}
+
+
+class DatabaseSpec(_Strict):
+    """The service's share of the database's connections (passed as DATABASE__POOL_SIZE)."""
+
+    pool_size: Annotated[int, Field(ge=1, description="connections per process, at most")]
+
+
+class EdgeSpec(_Strict):
+    """What the internet-facing load balancer and its WAF web ACL hold to (external services)."""
+
+    max_body_bytes: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="larger request bodies are refused: by WAF when Content-Length says "
+            "so, by the service (MAX_BODY_BYTES) in any case",
+        ),
+    ] = 64 * 1024
+    requests_per_ip: Annotated[
+        int, Field(ge=10, description="per client address per rate_window_seconds (WAF)")
+    ] = 2000
+    requests_per_caller: Annotated[
+        int,
+        Field(ge=10, description="per Authorization header per rate_window_seconds (WAF)"),
+    ] = 1000
+    # The evaluation windows AWS WAF's rate-based rules offer.
+    rate_window_seconds: Literal[60, 120, 300, 600] = 300
+    private_paths: Annotated[
+        tuple[str, ...],
+        Field(description="path patterns the internet gets a 404 for (probes, API docs)"),
+    ] = ()
+
+
+class AuthSpec(_Strict):
+    """OAuth 2.0 resource server of the service: its scopes and the machine clients calling it."""
+
+    scopes: Annotated[
+        dict[str, str], Field(min_length=1, description="scope name -> what it allows")
+    ]
+    clients: Annotated[
+        dict[str, list[str]],
+        Field(description="client-credentials app client name -> the scopes it may request"),
+    ] = {}
+    paths: Annotated[
+        tuple[str, ...],
+        Field(
+            description="path patterns the load balancer lets through only with a valid "
+            "access token (defence in depth: the service verifies every token itself)"
+        ),
+    ] = ()
+
+    @model_validator(mode="after")
+    def _known_scopes(self) -> Self:
+        for client, scopes in self.clients.items():
+            unknown = sorted(set(scopes) - set(self.scopes))
+            if unknown:
+                raise ValueError(f"auth client {client!r} asks for undeclared scopes {unknown}")
+        return self
 
 
 class ScalingSpec(_Strict):
@@ -230,11 +301,18 @@ class ServiceSpec(_Strict):
     )
     capacity: Annotated[tuple[CapacityProviderItem, ...], Field(min_length=1)] = _DEFAULT_CAPACITY
     deployment: DeploymentSpec = DeploymentSpec()
+    database: DatabaseSpec | None = Field(
+        default=None, description="absent: servicekit's default pool size"
+    )
+    edge: EdgeSpec = EdgeSpec()
+    auth: AuthSpec | None = None
 
     @model_validator(mode="after")
     def _served(self) -> Self:
         if self.exposure is not Exposure.NONE and (self.port is None or self.health_path is None):
             raise ValueError(f"exposure {self.exposure.value!r} needs a port and a health_path")
+        if self.auth is not None and self.exposure is not Exposure.EXTERNAL:
+            raise ValueError("[auth] needs exposure 'external' (its callers are on the internet)")
         return self
 
     @model_validator(mode="after")
@@ -281,6 +359,11 @@ class ServiceSpec(_Strict):
     def fargate(self) -> bool:
         """Whether the tasks run on Fargate (else on the cluster's EC2 capacity)."""
         return self.capacity[0].provider.fargate
+
+    @property
+    def uses_database(self) -> bool:
+        """Whether the service reads the database secret (``db``), so holds a pool."""
+        return "db" in self.config.secrets.values()
 
     @property
     def package(self) -> str:
