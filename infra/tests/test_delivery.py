@@ -113,6 +113,7 @@ def test_the_registry_role_deploys_the_registry_stack_and_nothing_else(
         stack: by_resource[stack],
         bootstrap % "cfn-exec-role": {"iam:PassRole"},
         bootstrap % "file-publishing-role": {"sts:AssumeRole"},
+        f"arn:aws:s3:::cdk-hnb659fds-assets-{ACCOUNT_REGION}/*": {"s3:GetObject"},
         "arn:aws:ssm:eu-west-1:123456789012:parameter/cdk-bootstrap/hnb659fds/version": {
             "ssm:GetParameter"
         },

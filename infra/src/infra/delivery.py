@@ -117,6 +117,19 @@ class DeliveryStack(Stack):
                 resources=[self._bootstrap_role(cdk_qualifier, "file-publishing-role")],
             )
         )
+        _grant(
+            registry,
+            ["s3:GetObject"],
+            self.format_arn(
+                service="s3",
+                region="",
+                account="",
+                resource=f"cdk-{cdk_qualifier}-assets-{self.account}-{self.region}",
+                resource_name="*",
+            ),
+            "read-only: the CDK bootstrap bucket, where the CLI uploads the template that "
+            "CloudFormation then reads with the caller's credentials",
+        )
         registry.add_to_policy(
             iam.PolicyStatement(
                 # The CLI checks the bootstrap version before it deploys.
