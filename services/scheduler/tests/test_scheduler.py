@@ -204,7 +204,7 @@ def test_an_invalid_schedule_fails_at_import_naming_the_job(
 def create_pending_job(env: Env) -> UUID:
     """A job as the API leaves it when its SQS send failed: queued, enqueued_at NULL."""
     with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
-        return repository.create(conn, job_type="echo", payload={"n": 1}).job.id
+        return repository.create(conn, owner="test", job_type="echo", payload={"n": 1}).job.id
 
 
 def enqueued_at(env: Env, job_id: UUID) -> datetime | None:

@@ -65,7 +65,7 @@ class WorkerEnv:
     ) -> list[repository.Job]:
         with self.connect() as conn:
             return [
-                repository.create(conn, job_type=job_type, payload=payload).job
+                repository.create(conn, owner="test", job_type=job_type, payload=payload).job
                 for _ in range(count)
             ]
 

@@ -1,4 +1,8 @@
-"""``/jobs``: create a job (stored, then queued on SQS), read one, list them."""
+"""``/jobs``: create a job (stored, then queued on SQS), read one, list them.
+
+Every job belongs to the caller that created it: a caller reads and lists only its own (another
+caller's job is a 404, as if it did not exist), an admin every caller's.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from api.core.errors import ApiError
 from api.core.runtime import Runtime
-from api.deps import RuntimeDep
+from api.deps import Caller, CallerDep, RuntimeDep
 from api.models import JobCreate, error_responses
 from jobs import repository
 from servicekit import aws
@@ -49,6 +53,7 @@ IdempotencyKey = Annotated[
 def create_job(
     body: JobCreate,
     runtime: RuntimeDep,
+    caller: CallerDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> repository.Job:
@@ -70,6 +75,7 @@ def create_job(
         try:
             created = repository.create(
                 conn,
+                owner=caller.subject,
                 job_type=body.type.value,
                 payload=body.payload,
                 idempotency_key=idempotency_key,
@@ -108,10 +114,15 @@ def _enqueue(runtime: Runtime, job: repository.Job) -> repository.Job:
         return job
 
 
+def _readable_owner(caller: Caller) -> str | None:
+    """Whose jobs ``caller`` may read: its own, or every owner's (None) when it is an admin."""
+    return None if caller.is_admin else caller.subject
+
+
 @router.get("/{job_id}", responses=error_responses(404, 422, 503))
-def get_job(job_id: UUID, runtime: RuntimeDep) -> repository.Job:
+def get_job(job_id: UUID, runtime: RuntimeDep, caller: CallerDep) -> repository.Job:
     with runtime.database.connection() as conn:
-        job = repository.get(conn, job_id)
+        job = repository.get(conn, job_id, owner=_readable_owner(caller))
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {job_id}")
     return job
@@ -120,6 +131,7 @@ def get_job(job_id: UUID, runtime: RuntimeDep) -> repository.Job:
 @router.get("", responses=error_responses(422, 503))
 def list_jobs(
     runtime: RuntimeDep,
+    caller: CallerDep,
     status: Annotated[
         repository.JobStatus | None, Query(description="only jobs in this status")
     ] = None,
@@ -131,7 +143,9 @@ def list_jobs(
     """Jobs newest first, one page at a time (keyset pagination: stable under inserts)."""
     try:
         with runtime.database.connection() as conn:
-            page = repository.list_jobs(conn, status=status, limit=limit, cursor=cursor)
+            page = repository.list_jobs(
+                conn, status=status, limit=limit, cursor=cursor, owner=_readable_owner(caller)
+            )
     except repository.InvalidCursor:
         raise ApiError(
             422,
