@@ -197,6 +197,7 @@ def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str]:
         "SERVICE_NAME": "api",
         "DB_SECRET": secret_id,
         "QUEUE_URL": queue_url,
+        **database.verify_full_env(),
     }
     return environ, queue_url
 

@@ -106,6 +106,7 @@ def test_command_reads_credentials_from_the_secret(
         "APP_ENV": "test",
         "SERVICE_NAME": "api",
         "DB_SECRET": "suite/test/db",
+        **postgres_db.verify_full_env(),
     }
 
     upgrade = _migrate("upgrade", env=env)

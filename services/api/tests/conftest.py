@@ -86,6 +86,7 @@ def prepare(database: Database, monkeypatch: pytest.MonkeyPatch) -> ApiEnv:
         # A test with the database down should not wait the production 5 s per request.
         "DATABASE__POOL_TIMEOUT": "2",
         "FLAGS_TTL_SECONDS": "0.2",
+        **database.verify_full_env(),
     }
     for key, value in environ.items():
         monkeypatch.setenv(key, value)

@@ -98,6 +98,7 @@ def env(aws_env: MotoServer, migrated_db: Database, tmp_path: Path) -> Iterator[
         "QUEUE_URL": queue_url,
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "SCHEDULER_REGISTRY": "scheduler_test_jobs:registry",
+        **migrated_db.verify_full_env(),
     }
     scheduler_env = Env(migrated_db, queue_url, environ, tmp_path, [])
     scheduler_env.query("CREATE TABLE ticks (job text, slot timestamptz, pid integer)")

@@ -182,6 +182,7 @@ def make_env(aws_env: MotoServer, migrated_db: Database) -> Callable[..., Worker
             "RETRY_MAX_DELAY": "1",
             "GRACE_PERIOD": "10",
             "CONCURRENCY": "4",
+            **migrated_db.verify_full_env(),
             **settings,
         }
         return WorkerEnv(migrated_db, queue_url, dlq_url, environ)
