@@ -211,6 +211,7 @@ def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str, 
         "QUEUE_URL": queue_url,
         "AUTH__ISSUER": issuer.config.url,
         "AUTH__AUDIENCES": json.dumps([issuer.config.client_id]),
+        **database.verify_full_env(),
     }
     return environ, queue_url, issuer
 

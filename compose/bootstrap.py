@@ -4,7 +4,8 @@ Run once per ``docker compose up`` (the ``init`` service, in the api image): cre
 queue and its dead-letter queue with the redrive policy from the worker's spec, the Parameter
 Store parameters and feature flags, the application's database role and the Secrets Manager
 secret holding its credentials (RDS format), then applies the migrations. Every step is
-idempotent, so ``up`` twice works and keeps the data.
+idempotent, so ``up`` twice works and keeps the data. Its connections verify the server's TLS as
+the services do (``DATABASE__SSLMODE``, ``DATABASE__SSLROOTCERT``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from jobs.migrations import upgrade
 from servicekit import aws
@@ -73,6 +75,10 @@ def database() -> str:
     host, port = os.environ["POSTGRES_HOST"], int(os.environ.get("POSTGRES_PORT", "5432"))
     role, dbname = f"{APP}_app", APP
     password = os.environ["APP_DB_PASSWORD"]
+    tls = {
+        "sslmode": os.environ["DATABASE__SSLMODE"],
+        "sslrootcert": os.environ["DATABASE__SSLROOTCERT"],
+    }
     admin = psycopg.connect(
         host=host,
         port=port,
@@ -80,6 +86,7 @@ def database() -> str:
         password=os.environ["POSTGRES_PASSWORD"],
         dbname="postgres",
         autocommit=True,
+        **tls,
     )
     with admin:
         exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
@@ -111,7 +118,7 @@ def database() -> str:
         client.create_secret(Name=secret_id, SecretString=secret)
     except client.exceptions.ResourceExistsException:
         client.put_secret_value(SecretId=secret_id, SecretString=secret)
-    return f"host={host} port={port} dbname={dbname} user={role} password={password}"
+    return make_conninfo(host=host, port=port, dbname=dbname, user=role, password=password, **tls)
 
 
 def main() -> int:

@@ -47,13 +47,14 @@ class Suite:
             check=check,
         )
 
-    def sql(self, query: str) -> str:
+    def sql(self, query: str, sslmode: str = "prefer", check: bool = True) -> str:
         password = self.env.get("POSTGRES_PASSWORD", "postgres-local-only")
         result = self.compose(
-            "exec", "-T", "-e", f"PGPASSWORD={password}", "postgres",
+            "exec", "-T", "-e", f"PGPASSWORD={password}", "-e", f"PGSSLMODE={sslmode}", "postgres",
             "psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "suite", "-tAc", query,
+            check=check,
         )  # fmt: skip
-        return result.stdout.strip()
+        return (result.stdout + result.stderr).strip()
 
     def logs(self, service: str) -> list[str]:
         """What the service's container wrote, exactly (compose's own log view adds escapes)."""
@@ -124,6 +125,22 @@ def test_the_api_needs_a_token_from_the_issuer(suite: Suite) -> None:
     assert forged.status_code == 401
     reader = {"Authorization": f"Bearer {suite.token('e2e-other')}"}
     assert suite.api.get("/jobs", headers=reader).status_code == 200
+
+
+def test_the_services_reach_the_database_only_over_tls(suite: Suite) -> None:
+    # The services verify the server with verify-full against the local CA (they are ready).
+    assert suite.api.get("/ready").status_code == 200
+    connections = suite.sql(
+        "SELECT count(*) || ' ' || count(*) FILTER (WHERE ssl) FROM pg_stat_ssl "
+        "JOIN pg_stat_activity USING (pid) WHERE usename = 'suite_app'"
+    )
+    total, encrypted = map(int, connections.split())
+    assert total > 0
+    assert encrypted == total, connections
+    # As RDS with rds.force_ssl: a client without TLS is refused.
+    refused = suite.sql("SELECT 1", sslmode="disable", check=False)
+    assert "no pg_hba.conf entry" in refused, refused
+    assert "no encryption" in refused, refused
 
 
 def test_the_scheduler_records_its_runs(suite: Suite) -> None:

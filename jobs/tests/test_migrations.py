@@ -106,6 +106,7 @@ def test_command_reads_credentials_from_the_secret(
         "APP_ENV": "test",
         "SERVICE_NAME": "api",
         "DB_SECRET": "suite/test/db",
+        **postgres_db.verify_full_env(),
     }
 
     upgrade = _migrate("upgrade", env=env)
@@ -125,3 +126,24 @@ def test_command_without_credentials_names_what_is_missing() -> None:
 
     assert run.returncode == 2, output
     assert "DB_SECRET" in output
+
+
+def test_jobs_from_before_owners_belong_to_legacy(postgres_db: Database) -> None:
+    conninfo = postgres_db.conninfo()
+    migrations.upgrade(conninfo, "0003_job_effects")
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("INSERT INTO jobs (type, idempotency_key) VALUES ('echo', 'k')")
+
+    migrations.upgrade(conninfo)
+
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SELECT owner FROM jobs").fetchall() == [("legacy",)]
+        # New rows must name their owner; keys are unique per owner only.
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute("INSERT INTO jobs (type) VALUES ('echo')")
+        conn.rollback()
+        conn.execute("INSERT INTO jobs (type, owner, idempotency_key) VALUES ('echo', 'a', 'k')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "INSERT INTO jobs (type, owner, idempotency_key) VALUES ('echo', 'a', 'k')"
+            )

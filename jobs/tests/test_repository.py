@@ -21,6 +21,8 @@ from servicekit.testing import wait_until
 
 Conn = psycopg.Connection[Any]
 
+OWNER = "alice"
+
 
 @pytest.fixture
 def conninfo(migrated_db: PgDatabase) -> str:
@@ -35,7 +37,7 @@ def conn(conninfo: str) -> Iterator[Conn]:
 
 
 def new_job(conn: Conn, **payload: Any) -> repository.Job:
-    return repository.create(conn, job_type="echo", payload=payload).job
+    return repository.create(conn, owner=OWNER, job_type="echo", payload=payload).job
 
 
 def backdate(conn: Conn, job_id: UUID, column: str, by: timedelta) -> None:
@@ -59,7 +61,9 @@ def wait_until_blocked(conninfo: str, timeout: float = 30.0) -> None:
 
 
 def test_create_and_get(conn: Conn) -> None:
-    created = repository.create(conn, job_type="echo", payload={"text": "hi", "n": [1, 2]})
+    created = repository.create(
+        conn, owner=OWNER, job_type="echo", payload={"text": "hi", "n": [1, 2]}
+    )
 
     assert created.created
     job = created.job
@@ -69,6 +73,7 @@ def test_create_and_get(conn: Conn) -> None:
         {"text": "hi", "n": [1, 2]},
     )
     assert job.enqueued_at is None
+    assert job.owner == OWNER
     assert repository.get(conn, job.id) == job
     assert repository.get(conn, uuid4()) is None
     # Without a key, the same request is a new job each time.
@@ -76,16 +81,66 @@ def test_create_and_get(conn: Conn) -> None:
 
 
 def test_idempotency_key_returns_the_existing_job(conn: Conn) -> None:
-    first = repository.create(conn, job_type="echo", payload={"n": (1, 2)}, idempotency_key="k-1")
-    again = repository.create(conn, job_type="echo", payload={"n": [1, 2]}, idempotency_key="k-1")
+    first = repository.create(
+        conn, owner=OWNER, job_type="echo", payload={"n": (1, 2)}, idempotency_key="k-1"
+    )
+    again = repository.create(
+        conn, owner=OWNER, job_type="echo", payload={"n": [1, 2]}, idempotency_key="k-1"
+    )
 
     assert first.created
     assert not again.created
     assert again.job == first.job
     with pytest.raises(repository.IdempotencyKeyReused, match=str(first.job.id)):
-        repository.create(conn, job_type="echo", payload={"n": [3]}, idempotency_key="k-1")
+        repository.create(
+            conn, owner=OWNER, job_type="echo", payload={"n": [3]}, idempotency_key="k-1"
+        )
     with pytest.raises(repository.IdempotencyKeyReused):
-        repository.create(conn, job_type="other", payload={"n": [1, 2]}, idempotency_key="k-1")
+        repository.create(
+            conn, owner=OWNER, job_type="other", payload={"n": [1, 2]}, idempotency_key="k-1"
+        )
+
+
+def test_idempotency_keys_are_per_owner(conn: Conn) -> None:
+    alice = repository.create(conn, owner="alice", job_type="echo", payload={}, idempotency_key="k")
+    # Bob's key is his own: not a replay of Alice's job, and not a reuse conflict either.
+    bob = repository.create(conn, owner="bob", job_type="other", payload={}, idempotency_key="k")
+
+    assert alice.created
+    assert bob.created
+    assert alice.job.id != bob.job.id
+    assert (alice.job.owner, bob.job.owner) == ("alice", "bob")
+    again = repository.create(conn, owner="bob", job_type="other", payload={}, idempotency_key="k")
+    assert (again.created, again.job) == (False, bob.job)
+
+
+def test_each_owner_reads_and_lists_only_its_own_jobs_and_an_admin_all(conn: Conn) -> None:
+    alices = [repository.create(conn, owner="alice", job_type="echo", payload={}).job]
+    bobs = [
+        repository.create(conn, owner="bob", job_type="echo", payload={"n": n}).job for n in (1, 2)
+    ]
+    alices.append(repository.create(conn, owner="alice", job_type="echo", payload={}).job)
+
+    assert repository.get(conn, alices[0].id, owner="alice") == alices[0]
+    assert repository.get(conn, alices[0].id, owner="bob") is None
+    assert repository.get(conn, bobs[0].id, owner="alice") is None
+    assert repository.get(conn, bobs[0].id) == bobs[0]  # admin: no owner
+
+    def listed(**filters: Any) -> list[UUID]:
+        return [job.id for job in repository.list_jobs(conn, **filters).items]
+
+    assert listed(owner="alice") == [job.id for job in reversed(alices)]
+    assert listed(owner="bob") == [job.id for job in reversed(bobs)]
+    assert listed(owner="carol") == []
+    assert set(listed()) == {job.id for job in alices + bobs}
+    # Pages of one owner never reach into another's jobs.
+    first = repository.list_jobs(conn, owner="bob", limit=1)
+    rest = repository.list_jobs(conn, owner="bob", limit=1, cursor=first.next_cursor)
+    assert [job.id for job in first.items + rest.items] == [job.id for job in reversed(bobs)]
+    assert rest.next_cursor is None
+    repository.start(conn, alices[0].id)
+    assert listed(owner="bob", status=JobStatus.RUNNING) == []
+    assert listed(owner="alice", status=JobStatus.RUNNING) == [alices[0].id]
 
 
 def nested(depth: int) -> list[Any]:
@@ -110,7 +165,7 @@ def test_a_payload_jsonb_cannot_store_is_refused_before_the_insert(
     conn: Conn, payload: dict[str, Any], problem: str
 ) -> None:
     with pytest.raises(repository.InvalidPayload, match=problem) as raised:
-        repository.create(conn, job_type="echo", payload=payload)
+        repository.create(conn, owner=OWNER, job_type="echo", payload=payload)
     assert isinstance(raised.value, ValueError)
     assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
     # The deepest payload allowed is stored.
@@ -135,6 +190,7 @@ def test_the_message_body_names_the_job(conn: Conn) -> None:
 
 def test_idempotency_key_race(postgres_db: PgDatabase, conninfo: str) -> None:
     secret = RdsSecret.model_validate(postgres_db.rds_secret())
+    owners = ("alice", "bob")
     contenders = 8
     barrier = threading.Barrier(contenders)
     results: list[repository.Created] = []
@@ -149,29 +205,41 @@ def test_idempotency_key_race(postgres_db: PgDatabase, conninfo: str) -> None:
     settings = DatabaseSettings(pool_min_size=contenders, pool_size=contenders)
     with Database(Fixed(), settings) as database:
 
-        def contend() -> None:
+        def contend(owner: str) -> None:
             try:
                 with database.connection() as connection:
                     barrier.wait(timeout=30)
                     results.append(
                         repository.create(
-                            connection, job_type="echo", payload={"n": 1}, idempotency_key="race"
+                            connection,
+                            owner=owner,
+                            job_type="echo",
+                            payload={"n": 1},
+                            idempotency_key="race",
                         )
                     )
             except BaseException as error:
                 errors.append(error)
 
-        threads = [threading.Thread(target=contend) for _ in range(contenders)]
+        threads = [
+            threading.Thread(target=contend, args=(owners[n % len(owners)],))
+            for n in range(contenders)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
 
     assert errors == []
-    assert len({result.job.id for result in results}) == 1
-    assert sum(result.created for result in results) == 1
+    assert len(results) == contenders
+    # One job per owner: each owner's contenders all got it, and exactly one created it.
+    for owner in owners:
+        mine = [result for result in results if result.job.owner == owner]
+        assert len(mine) == contenders // len(owners)
+        assert len({result.job.id for result in mine}) == 1
+        assert sum(result.created for result in mine) == 1
     with psycopg.connect(conninfo) as check:
-        assert check.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
+        assert check.execute("SELECT count(*) FROM jobs").fetchone() == (len(owners),)
 
 
 def test_cursor_pagination(conn: Conn) -> None:

@@ -10,17 +10,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from servicekit import aws
 from servicekit.db import Database, DatabaseServiceSettings, DatabaseSettings, open_database
-from servicekit.errors import DependencyUnavailable
+from servicekit.errors import ConfigurationError, DependencyUnavailable
 from servicekit.secrets import SecretCache
 from servicekit.settings import RdsSecret, SecretRef
 from servicekit.testing import Database as PgDatabase
-from servicekit.testing import MotoServer, PostgresCluster, wait_until
+from servicekit.testing import MotoServer, PostgresCluster, make_server_tls, wait_until
 
 SMALL_POOL = DatabaseSettings(pool_min_size=3, pool_size=3, pool_timeout=5)
 
@@ -287,12 +288,42 @@ def test_credentials_unreadable_then_readable(aws_env: MotoServer, postgres_db: 
         wait_until(lambda: ready(database), what="the pool to recover by itself")
 
 
-def test_tls_mode_is_applied(postgres_db: PgDatabase) -> None:
+def verify_full(ca_file: str | Path | None) -> DatabaseSettings:
+    return DatabaseSettings(
+        pool_min_size=1,
+        pool_size=1,
+        pool_timeout=2,
+        sslmode="verify-full",
+        sslrootcert=str(ca_file),
+    )
+
+
+def test_verify_full_connects_through_the_pool_over_tls(postgres_db: PgDatabase) -> None:
     secret = RdsSecret.model_validate(postgres_db.rds_secret())
-    # The throwaway server has no TLS: a client that requires it must refuse to connect.
-    settings = DatabaseSettings(pool_min_size=1, pool_size=1, pool_timeout=2, sslmode="require")
-    with Database(FixedCredentials(secret), settings) as database:
-        unavailable(database, "SSL")
+    with (
+        Database(FixedCredentials(secret), verify_full(postgres_db.sslrootcert)) as database,
+        database.connection() as conn,
+    ):
+        row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert row.fetchone() == {"ssl": True}
+
+
+def test_verify_full_refuses_a_server_certificate_from_another_ca(
+    postgres_db: PgDatabase, tmp_path: Path
+) -> None:
+    secret = RdsSecret.model_validate(postgres_db.rds_secret())
+    other_ca = make_server_tls(tmp_path, "127.0.0.1").ca_file
+    with Database(FixedCredentials(secret), verify_full(other_ca)) as database:
+        unavailable(database, "certificate verify failed")
+
+
+def test_verify_full_refuses_a_server_certificate_for_another_host_name(
+    postgres_db: PgDatabase,
+) -> None:
+    # The same server under a name its certificate (issued for 127.0.0.1) does not carry.
+    secret = RdsSecret.model_validate(postgres_db.rds_secret() | {"host": "localhost"})
+    with Database(FixedCredentials(secret), verify_full(postgres_db.sslrootcert)) as database:
+        unavailable(database, 'does not match host name "localhost"')
 
 
 def test_no_secret_in_errors(postgres_db: PgDatabase, caplog: pytest.LogCaptureFixture) -> None:
@@ -309,10 +340,14 @@ def test_a_service_with_a_database_opens_it_from_its_settings(
 ) -> None:
     monkeypatch.setenv("DB_SECRET", create_secret(postgres_db.rds_secret()))
     monkeypatch.setenv("DATABASE__POOL_SIZE", "2")
+    for key, value in postgres_db.verify_full_env().items():
+        monkeypatch.setenv(key, value)
     settings = DatabaseServiceSettings.load(
         app_name="suite", app_env="test", service_name="billing", parameter_store_enabled=False
     )
-    assert settings.database == DatabaseSettings(pool_size=2)
+    assert settings.database == DatabaseSettings(
+        pool_size=2, sslmode="verify-full", sslrootcert=postgres_db.sslrootcert
+    )
 
     database = open_database(settings)
     try:
@@ -323,3 +358,43 @@ def test_a_service_with_a_database_opens_it_from_its_settings(
     finally:
         database.close()
     assert row == {"name": postgres_db.username, "app": "billing"}
+
+
+def load_service_settings(env: str) -> DatabaseServiceSettings:
+    return DatabaseServiceSettings.load(
+        app_name="suite", app_env=env, service_name="billing", parameter_store_enabled=False
+    )
+
+
+def test_outside_development_a_database_without_verified_tls_stops_start_up(
+    aws_env: MotoServer, postgres_db: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_SECRET", create_secret(postgres_db.rds_secret()))
+    monkeypatch.delenv("DATABASE__SSLMODE", raising=False)
+    monkeypatch.delenv("DATABASE__SSLROOTCERT", raising=False)
+
+    with pytest.raises(ConfigurationError) as refused:
+        load_service_settings("production")
+    assert refused.value.problems == [
+        "database.sslmode: 'prefer' is refused outside development, where the server's "
+        "certificate and host name must be verified: set verify-full in environment variable "
+        "DATABASE__SSLMODE (from field default)",
+        "database.sslrootcert: missing outside development, where verify-full needs the CA "
+        "bundle that signed the server's certificate; looked for environment variable "
+        "DATABASE__SSLROOTCERT",
+    ]
+
+    monkeypatch.setenv("DATABASE__SSLMODE", "require")
+    monkeypatch.setenv("DATABASE__SSLROOTCERT", str(postgres_db.sslrootcert))
+    with pytest.raises(ConfigurationError, match="from environment variable DATABASE__SSLMODE"):
+        load_service_settings("production")
+
+    # Development accepts any mode (compose verifies anyway), but not a CA file that is not there.
+    assert load_service_settings("development").database.sslmode == "require"
+    monkeypatch.setenv("DATABASE__SSLROOTCERT", "/nowhere/ca.pem")
+    with pytest.raises(ConfigurationError) as missing:
+        load_service_settings("development")
+    assert missing.value.problems == [
+        "database.sslrootcert: no CA file at '/nowhere/ca.pem' "
+        "(from environment variable DATABASE__SSLROOTCERT)"
+    ]

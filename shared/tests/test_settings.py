@@ -430,6 +430,23 @@ def test_placeholder_secrets_are_refused_outside_development(
 
 
 @pytest.mark.usefixtures("moto")
+@pytest.mark.parametrize("password", ["app-local-only", "postgres-local-only", "Other-Local-Only"])
+def test_docker_composes_local_passwords_are_refused_outside_development(
+    monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    identify(monkeypatch, "production")
+    db_secret = create_secret(rds_secret(password=password))
+    monkeypatch.setenv("DB_SECRET", db_secret)
+
+    assert load_error(SecretSettings).problems == [
+        "db_secret.password: a placeholder secret is refused outside development "
+        f"(secret {db_secret!r})"
+    ]
+    identify(monkeypatch, "development")
+    assert SecretSettings.load().db_secret.get().password.get_secret_value() == password
+
+
+@pytest.mark.usefixtures("moto")
 def test_a_placeholder_setting_is_refused_naming_where_it_came_from(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -121,7 +121,11 @@ class JobStatus(StrEnum):
 
 
 class Job(BaseModel):
-    """One row of ``jobs``. ``enqueued_at`` is NULL until its SQS message was sent."""
+    """One row of ``jobs``. ``enqueued_at`` is NULL until its SQS message was sent.
+
+    ``owner`` is the caller that created the job (the authenticated subject); callers see only
+    their own jobs, admins every owner's.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -138,6 +142,7 @@ class Job(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     enqueued_at: datetime | None
+    owner: str
 
 
 class Created(BaseModel):
@@ -208,11 +213,16 @@ def _query(template: LiteralString) -> sql.Composed:
 
 
 _INSERT = _query(
-    "INSERT INTO jobs (type, payload, idempotency_key) VALUES (%(type)s, %(payload)s, %(key)s) "
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING {columns}"
+    "INSERT INTO jobs (owner, type, payload, idempotency_key) "
+    "VALUES (%(owner)s, %(type)s, %(payload)s, %(key)s) "
+    "ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING {columns}"
 )
-_BY_KEY = _query("SELECT {columns} FROM jobs WHERE idempotency_key = %(key)s")
-_BY_ID = _query("SELECT {columns} FROM jobs WHERE id = %(id)s")
+_BY_KEY = _query("SELECT {columns} FROM jobs WHERE owner = %(owner)s AND idempotency_key = %(key)s")
+# owner NULL: any owner's job (admins and the services' own reads).
+_BY_ID = _query(
+    "SELECT {columns} FROM jobs "
+    "WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)"
+)
 _START = _query(
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), "
     "updated_at = clock_timestamp(), enqueued_at = coalesce(enqueued_at, clock_timestamp()) "
@@ -286,18 +296,25 @@ def _same_request(job: Job, job_type: str, payload: Mapping[str, Any]) -> bool:
 def create(
     conn: psycopg.Connection[Any],
     *,
+    owner: str,
     job_type: str,
     payload: Mapping[str, Any],
     idempotency_key: str | None = None,
 ) -> Created:
-    """Insert a queued job, or return the job that already has ``idempotency_key``.
+    """Insert a queued job of ``owner``, or return ``owner``'s job that has ``idempotency_key``.
 
-    Race safe: of concurrent creates with one key, one inserts and the others (waiting on the
-    unique index until it commits) return its job. Raises :class:`IdempotencyKeyReused` when the
-    key's job was created with another type or payload, :class:`InvalidPayload` (a ValueError)
-    before any SQL when the payload cannot be stored.
+    Keys are per owner: another owner's job with the same key is neither returned nor a conflict.
+    Race safe: of concurrent creates with one owner and key, one inserts and the others (waiting
+    on the unique index until it commits) return its job. Raises :class:`IdempotencyKeyReused`
+    when the key's job was created with another type or payload, :class:`InvalidPayload` (a
+    ValueError) before any SQL when the payload cannot be stored.
     """
-    params = {"type": job_type, "payload": Jsonb(storable_payload(payload)), "key": idempotency_key}
+    params = {
+        "owner": owner,
+        "type": job_type,
+        "payload": Jsonb(storable_payload(payload)),
+        "key": idempotency_key,
+    }
     # Two rounds at most: the row that blocked the insert may be purged before the read sees it.
     for _ in range(2):
         inserted = _one(conn, _INSERT, params)
@@ -311,8 +328,9 @@ def create(
     raise RuntimeError(f"idempotency key conflict could not be resolved for type {job_type!r}")
 
 
-def get(conn: psycopg.Connection[Any], job_id: UUID) -> Job | None:
-    return _one(conn, _BY_ID, {"id": job_id})
+def get(conn: psycopg.Connection[Any], job_id: UUID, owner: str | None = None) -> Job | None:
+    """The job, or None when it does not exist or (``owner`` given) belongs to another owner."""
+    return _one(conn, _BY_ID, {"id": job_id, "owner": owner})
 
 
 def _encode_cursor(job: Job) -> str:
@@ -338,13 +356,20 @@ def list_jobs(
     status: JobStatus | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    owner: str | None = None,
 ) -> JobPage:
-    """Jobs newest first, optionally of one status, ``limit`` per page (keyset pagination)."""
+    """Jobs newest first, ``limit`` per page (keyset pagination).
+
+    Optionally only one status, only ``owner``'s jobs (None: every owner's, for admins).
+    """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     # Each filter is added only when given, so every variant's plan can use its index.
     conditions: list[sql.Composable] = []
     params: dict[str, Any] = {"limit": limit + 1}
+    if owner is not None:
+        conditions.append(sql.SQL("owner = %(owner)s"))
+        params["owner"] = owner
     if status is not None:
         conditions.append(sql.SQL("status = %(status)s"))
         params["status"] = status.value

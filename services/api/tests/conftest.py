@@ -116,6 +116,7 @@ def prepare(database: Database, issuer: Issuer, monkeypatch: pytest.MonkeyPatch)
         "AUTH__ISSUER": issuer.config.url,
         "AUTH__AUDIENCES": json.dumps([CLIENT_ID]),
         "DOCS_ENABLED": "true",
+        **database.verify_full_env(),
     }
     for key, value in environ.items():
         monkeypatch.setenv(key, value)

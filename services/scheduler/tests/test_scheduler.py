@@ -98,6 +98,7 @@ def env(aws_env: MotoServer, migrated_db: Database, tmp_path: Path) -> Iterator[
         "QUEUE_URL": queue_url,
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "SCHEDULER_REGISTRY": "scheduler_test_jobs:registry",
+        **migrated_db.verify_full_env(),
     }
     scheduler_env = Env(migrated_db, queue_url, environ, tmp_path, [])
     scheduler_env.query("CREATE TABLE ticks (job text, slot timestamptz, pid integer)")
@@ -204,7 +205,7 @@ def test_an_invalid_schedule_fails_at_import_naming_the_job(
 def create_pending_job(env: Env) -> UUID:
     """A job as the API leaves it when its SQS send failed: queued, enqueued_at NULL."""
     with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
-        return repository.create(conn, job_type="echo", payload={"n": 1}).job.id
+        return repository.create(conn, owner="test", job_type="echo", payload={"n": 1}).job.id
 
 
 def enqueued_at(env: Env, job_id: UUID) -> datetime | None:

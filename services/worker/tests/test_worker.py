@@ -65,7 +65,7 @@ class WorkerEnv:
     ) -> list[repository.Job]:
         with self.connect() as conn:
             return [
-                repository.create(conn, job_type=job_type, payload=payload).job
+                repository.create(conn, owner="test", job_type=job_type, payload=payload).job
                 for _ in range(count)
             ]
 
@@ -182,6 +182,7 @@ def make_env(aws_env: MotoServer, migrated_db: Database) -> Callable[..., Worker
             "RETRY_MAX_DELAY": "1",
             "GRACE_PERIOD": "10",
             "CONCURRENCY": "4",
+            **migrated_db.verify_full_env(),
             **settings,
         }
         return WorkerEnv(migrated_db, queue_url, dlq_url, environ)

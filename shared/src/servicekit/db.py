@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, Protocol, Self, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -37,6 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from servicekit.errors import DependencyUnavailable
 from servicekit.settings import RdsSecret, SecretRef, ServiceSettings
+
+if TYPE_CHECKING:
+    from servicekit.settings import _Lookup
 
 __all__ = [
     "CredentialsProvider",
@@ -68,8 +72,10 @@ class CredentialsProvider(Protocol):
 class DatabaseSettings(BaseModel):
     """Pool and TLS options. A service nests it as ``database`` (SSM ``.../database/pool_size``).
 
-    Production: ``sslmode="verify-full"`` and ``sslrootcert`` the RDS CA bundle
-    (``global-bundle.pem``) baked into the image.
+    Outside development :class:`DatabaseServiceSettings` refuses to start without
+    ``sslmode="verify-full"`` and ``sslrootcert``: in AWS the RDS CA bundle baked into the image
+    (``/etc/ssl/certs/rds-global-bundle.pem``), in docker compose the local CA the init step makes.
+    ``sslrootcert="system"`` means the operating system's trusted CAs (libpq 16+).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -290,6 +296,34 @@ class DatabaseServiceSettings(ServiceSettings):
         default_factory=DatabaseSettings,
         description="pool and TLS options (DATABASE__POOL_SIZE, SSM .../database/pool_size)",
     )
+
+    def _problems(self, lookup: _Lookup) -> list[str]:
+        return super()._problems(lookup) + self._tls_problems(lookup)
+
+    def _tls_problems(self, lookup: _Lookup) -> list[str]:
+        """Outside development the server's certificate and name are verified, as in AWS."""
+        tls = self.database
+        mode, root = ("database", "sslmode"), ("database", "sslrootcert")
+        ca_file = tls.sslrootcert
+        if ca_file not in (None, "system") and not Path(str(ca_file)).is_file():
+            # libpq would say so only at the first connection, after the service reported ready.
+            return [f"database.sslrootcert: no CA file at {ca_file!r} (from {lookup.origin(root)})"]
+        if self.is_development:
+            return []
+        problems = []
+        if tls.sslmode != "verify-full":
+            problems.append(
+                f"database.sslmode: {tls.sslmode!r} is refused outside development, where the "
+                "server's certificate and host name must be verified: set verify-full in "
+                f"{' or '.join(lookup.places(mode))} (from {lookup.origin(mode)})"
+            )
+        if tls.sslrootcert is None:
+            problems.append(
+                "database.sslrootcert: missing outside development, where verify-full needs the "
+                f"CA bundle that signed the server's certificate; looked for "
+                f"{', '.join(lookup.places(root))}"
+            )
+        return problems
 
 
 def open_database(settings: DatabaseServiceSettings) -> Database:

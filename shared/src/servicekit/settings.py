@@ -9,7 +9,8 @@ rotation-aware cache, never stored in the settings.
 
 :meth:`~ServiceSettings.load` fails with one :class:`~servicekit.errors.ConfigurationError` that
 lists every missing or invalid setting with where it was looked for, every secret that cannot be
-read, and every placeholder secret outside development.
+read, every placeholder secret outside development (:func:`is_placeholder`), and what a subclass's
+``_problems`` refuses (a database without verified TLS, :mod:`servicekit.db`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ from servicekit.logging import register_secret
 from servicekit.parameters import ParameterStoreSource, parameter_paths
 from servicekit.secrets import SecretUnavailable, default_cache
 
-__all__ = ["DEVELOPMENT", "PLACEHOLDER_SECRETS", "RdsSecret", "SecretRef", "ServiceSettings"]
+__all__ = [
+    "DEVELOPMENT",
+    "LOCAL_ONLY_SUFFIX",
+    "PLACEHOLDER_SECRETS",
+    "RdsSecret",
+    "SecretRef",
+    "ServiceSettings",
+    "is_placeholder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,16 @@ DEVELOPMENT = "development"
 PLACEHOLDER_SECRETS = frozenset(
     {"changeme", "change-me", "change_me", "changethis", "password", "secret", "placeholder", "xxx"}
 )
+# How docker-compose.yml's local secrets end (postgres-local-only, app-local-only): a value that
+# leaked from the local topology into a real environment.
+LOCAL_ONLY_SUFFIX = "-local-only"
+
+
+def is_placeholder(secret: str) -> bool:
+    """Whether ``secret`` is a template's or the local topology's value, not a real secret."""
+    value = secret.strip().lower()
+    return value in PLACEHOLDER_SECRETS or value.endswith(LOCAL_ONLY_SUFFIX)
+
 
 M = TypeVar("M")
 
@@ -159,7 +178,7 @@ class ServiceSettings(BaseSettings):
             raise ConfigurationError(*map(lookup.describe, details)) from None
         except SettingsError as error:
             raise ConfigurationError(str(error)) from None
-        problems = settings._secret_problems(lookup)
+        problems = settings._problems(lookup)
         if problems:
             raise ConfigurationError(*problems)
         return settings
@@ -187,6 +206,10 @@ class ServiceSettings(BaseSettings):
         store = ParameterStoreSource(settings_cls, paths, _init_state=init_settings._init_state)
         return (*local, store)
 
+    def _problems(self, lookup: _Lookup) -> list[str]:
+        """What refuses these valid settings at start-up; subclasses add their own checks."""
+        return self._secret_problems(lookup)
+
     def _secret_problems(self, lookup: _Lookup) -> list[str]:
         """Read every secret now and refuse placeholder secrets outside development."""
         problems: list[str] = []
@@ -212,7 +235,7 @@ class ServiceSettings(BaseSettings):
                 elif isinstance(resolved, str):
                     secrets.append((path, resolved, where))
         for path, secret, origin in secrets:
-            if secret.strip().lower() not in PLACEHOLDER_SECRETS:
+            if not is_placeholder(secret):
                 continue
             if self.is_development:
                 logger.warning("%s holds a placeholder secret (%s)", _dotted(path), origin)

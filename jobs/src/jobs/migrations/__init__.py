@@ -47,7 +47,6 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 from servicekit import db
 from servicekit.errors import ConfigurationError
 from servicekit.logging import configure_logging
-from servicekit.settings import RdsSecret, SecretRef, ServiceSettings
 
 __all__ = [
     "LOCK_KEY",
@@ -70,11 +69,8 @@ Connect = str | Callable[[], psycopg.Connection[Any]]
 _log = logging.getLogger(__name__)
 
 
-class MigrationSettings(ServiceSettings):
-    """What the command reads when no connection string is given."""
-
-    db_secret: SecretRef[RdsSecret]
-    database: db.DatabaseSettings = db.DatabaseSettings()
+class MigrationSettings(db.DatabaseServiceSettings):
+    """What the command reads when no connection string is given (TLS refused as a service's)."""
 
 
 def _config(

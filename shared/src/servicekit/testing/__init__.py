@@ -10,15 +10,17 @@ Nothing here mocks AWS or the database.
 
 from servicekit.testing.moto import MotoServer
 from servicekit.testing.polling import answers_ok, wait_until
-from servicekit.testing.postgres import Database, PostgresCluster
+from servicekit.testing.postgres import Database, PostgresCluster, ServerTls, make_server_tls
 from servicekit.testing.sqs import create_queue, queue_counts, send_messages
 
 __all__ = [
     "Database",
     "MotoServer",
     "PostgresCluster",
+    "ServerTls",
     "answers_ok",
     "create_queue",
+    "make_server_tls",
     "queue_counts",
     "send_messages",
     "wait_until",

@@ -1,15 +1,19 @@
-"""Throwaway PostgreSQL clusters with password (scram-sha-256) authentication.
+"""Throwaway PostgreSQL clusters with password (scram-sha-256) authentication and TLS.
 
 A trust-auth server accepts any password, so a credential-rotation test against one proves
 nothing: every cluster here is initialised with ``--auth=scram-sha-256`` and listens on loopback
-TCP only. The machine's PostgreSQL binaries are used (``PG_BINDIR`` overrides the search); as
-root, the server runs as the ``postgres`` user because initdb refuses to run as root.
+TCP only. It serves TLS with a certificate for 127.0.0.1 from a CA made for it
+(:attr:`Database.sslrootcert`), so a service under test can verify the server with
+``sslmode=verify-full`` as it does in AWS; plain ``conninfo()`` keeps libpq's default sslmode.
+The machine's PostgreSQL binaries and ``openssl`` are used (``PG_BINDIR`` overrides the search);
+as root, the server runs as the ``postgres`` user because initdb refuses to run as root.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import ipaddress
 import os
 import pwd
 import secrets
@@ -22,7 +26,7 @@ from pathlib import Path
 
 from servicekit.testing.moto import free_port
 
-__all__ = ["Database", "PostgresCluster", "find_bindir"]
+__all__ = ["Database", "PostgresCluster", "ServerTls", "find_bindir", "make_server_tls"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class Database:
     dbname: str
     username: str
     password: str
+    # The CA file that verifies the server's certificate (sslmode=verify-full).
+    sslrootcert: str | None = None
 
     def conninfo(self, **overrides: str) -> str:
         params = {
@@ -45,6 +51,10 @@ class Database:
         } | overrides
         return " ".join(f"{key}={value}" for key, value in params.items())
 
+    def verify_full_env(self) -> dict[str, str]:
+        """A service's environment to verify this server as in AWS (DatabaseServiceSettings)."""
+        return {"DATABASE__SSLMODE": "verify-full", "DATABASE__SSLROOTCERT": str(self.sslrootcert)}
+
     def rds_secret(self) -> dict[str, str | int]:
         """The JSON shape RDS keeps in Secrets Manager for this database."""
         return {
@@ -55,6 +65,59 @@ class Database:
             "password": self.password,
             "dbname": self.dbname,
         }
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A CA and a server certificate it signed, with the server's key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_server_tls(directory: Path, host: str) -> ServerTls:
+    """A new CA in ``directory`` and a certificate for ``host`` (an IP address or a DNS name).
+
+    The CA's key is deleted once the certificate is signed: nothing else can be issued from it.
+    """
+    tls = ServerTls(directory / "ca.pem", directory / "server.crt", directory / "server.key")
+    ca_key = directory / "ca.key"
+    try:
+        ipaddress.ip_address(host)
+        name = f"IP:{host}"
+    except ValueError:
+        name = f"DNS:{host}"
+
+    def new_certificate(key: Path, cert: Path, subject: str, *extra: str) -> None:
+        subprocess.run(  # noqa: S603 - fixed arguments
+            [
+                *("openssl", "req", "-x509", "-new", "-nodes", "-days", "2"),
+                *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+                *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={subject}", *extra),
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    try:
+        new_certificate(
+            ca_key,
+            tls.ca_file,
+            "test CA",
+            *("-addext", "basicConstraints=critical,CA:TRUE"),
+            *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
+        )
+        new_certificate(
+            tls.key_file,
+            tls.cert_file,
+            host,
+            *("-addext", f"subjectAltName={name}", "-addext", "basicConstraints=CA:FALSE"),
+            *("-CA", str(tls.ca_file), "-CAkey", str(ca_key)),
+        )
+    finally:
+        ca_key.unlink(missing_ok=True)
+    return tls
 
 
 def find_bindir() -> Path:
@@ -90,10 +153,18 @@ class PostgresCluster:
         self.datadir = self._root / "data"
         self._run_as: str | None = "postgres" if os.geteuid() == 0 else None
         self._initdb()
+        self.tls = make_server_tls(self._root, self.host)
+        # PostgreSQL refuses a key file that others can read.
+        self.tls.key_file.chmod(0o600)
+        self._chown(self.tls.key_file)
 
     @property
     def admin(self) -> Database:
-        return Database(self.host, self.port, "postgres", self.superuser, self.superuser_password)
+        return self._database("postgres", self.superuser, self.superuser_password)
+
+    def _database(self, dbname: str, username: str, password: str) -> Database:
+        ca_file = str(self.tls.ca_file)
+        return Database(self.host, self.port, dbname, username, password, sslrootcert=ca_file)
 
     def _chown(self, path: Path) -> None:
         if self._run_as is not None:
@@ -135,7 +206,8 @@ class PostgresCluster:
         options = (
             f"-p {self.port} -c listen_addresses={self.host} "
             f"-c unix_socket_directories={self._root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            f"-c ssl=on -c ssl_cert_file={self.tls.cert_file} -c ssl_key_file={self.tls.key_file}"
         )
         self._run(
             "pg_ctl",
@@ -174,7 +246,7 @@ class PostgresCluster:
             f"CREATE ROLE {name}_owner LOGIN PASSWORD '{password}'",
             f"CREATE DATABASE {name} OWNER {name}_owner",
         )
-        return Database(self.host, self.port, name, f"{name}_owner", password)
+        return self._database(name, f"{name}_owner", password)
 
     def drop_database(self, database: Database) -> None:
         self.execute(

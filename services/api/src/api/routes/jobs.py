@@ -1,6 +1,8 @@
 """``/jobs``: create a job (stored, then queued on SQS), read one, list them.
 
 Every route needs a bearer token: ``jobs:read`` to read, ``jobs:write`` to create (:mod:`api.deps`).
+Every job belongs to the caller that created it: a caller reads and lists only its own (another
+caller's job is a 404, as if it did not exist), an admin every caller's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from api.core.errors import ApiError
 from api.core.runtime import Runtime
+from api.core.security import Principal
 from api.deps import Reader, RuntimeDep, Writer
 from api.models import JobCreate, error_responses
 from jobs import repository
@@ -74,6 +77,7 @@ def create_job(
         try:
             created = repository.create(
                 conn,
+                owner=caller.subject,
                 job_type=body.type.value,
                 payload=body.payload,
                 idempotency_key=idempotency_key,
@@ -116,10 +120,15 @@ def _enqueue(runtime: Runtime, job: repository.Job) -> repository.Job:
         return job
 
 
+def _readable_owner(caller: Principal) -> str | None:
+    """Whose jobs ``caller`` may read: its own, or every owner's (None) when it is an admin."""
+    return None if caller.is_admin else caller.subject
+
+
 @router.get("/{job_id}", responses=error_responses(401, 403, 404, 422, 503))
 def get_job(job_id: UUID, runtime: RuntimeDep, caller: Reader) -> repository.Job:
     with runtime.database.connection() as conn:
-        job = repository.get(conn, job_id)
+        job = repository.get(conn, job_id, owner=_readable_owner(caller))
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {job_id}")
     return job
@@ -140,7 +149,9 @@ def list_jobs(
     """Jobs newest first, one page at a time (keyset pagination: stable under inserts)."""
     try:
         with runtime.database.connection() as conn:
-            page = repository.list_jobs(conn, status=status, limit=limit, cursor=cursor)
+            page = repository.list_jobs(
+                conn, status=status, limit=limit, cursor=cursor, owner=_readable_owner(caller)
+            )
     except repository.InvalidCursor:
         raise ApiError(
             422,
