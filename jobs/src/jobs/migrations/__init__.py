@@ -74,7 +74,9 @@ class MigrationSettings(ServiceSettings):
     """What the command reads when no connection string is given."""
 
     db_secret: SecretRef[RdsSecret]
-    database: db.DatabaseSettings = db.DatabaseSettings()
+    # A migration may rewrite a table or build an index for minutes: no statement limit (lock
+    # waits are bounded by --lock-timeout).
+    database: db.DatabaseSettings = db.DatabaseSettings(statement_timeout_ms=0)
 
 
 def _config(
