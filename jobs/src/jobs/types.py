@@ -12,7 +12,8 @@ One :class:`JobType` entry says everything the services must agree on about a ty
 - ``max_attempts``: runs before the job is ``dead`` (at most the queue's maxReceiveCount);
 - ``non_retryable``: ``"module:Exception"`` classes that make a failure final at once (besides
   :class:`JobError` with ``retryable=False`` and a payload that no longer validates);
-- ``demo``: shown in development only, unless the API's ``demo_job_types`` setting enables it.
+- ``demo``: accepted in development only, unless the API's ``demo_job_types`` setting says so;
+- ``example``: a valid payload (OpenAPI's example, and the registry's tests).
 
 Adding a job type is one entry in :data:`JOB_TYPES` (and its handler in the worker).
 
@@ -38,6 +39,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     RootModel,
     ValidationError,
     create_model,
@@ -160,6 +162,7 @@ class JobType:
     max_attempts: int = 5
     non_retryable: tuple[str, ...] = ()
     demo: bool = False
+    example: dict[str, JsonValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.max_attempts < 1:
@@ -185,7 +188,7 @@ class JobType:
 
 
 def _storable(payload: BaseModel) -> BaseModel:
-    storable_payload(payload.model_dump(mode="json"))
+    storable_payload(payload.model_dump())
     return payload
 
 
@@ -250,7 +253,12 @@ class JobTypes:
         )
         model: type[BaseModel] = create_model(
             f"{job_type.payload.__name__.removesuffix('Payload')}Job",
-            __config__=ConfigDict(extra="forbid"),
+            __config__=ConfigDict(
+                extra="forbid",
+                json_schema_extra={
+                    "examples": [{"type": job_type.name, "payload": dict(job_type.example)}]
+                },
+            ),
             __doc__=job_type.description,
             type=(tag, ...),
             payload=(payload_field, default),
@@ -314,6 +322,7 @@ JOB_TYPES = JobTypes(
             handler="worker.handlers:echo",
             description="Fast: the result is the payload.",
             timeout=10,
+            example={"hello": "ecs"},
         ),
         JobType(
             name="sleep",
@@ -325,6 +334,7 @@ JOB_TYPES = JobTypes(
             # it runs, is what tells a live job from one whose worker died.
             timeout=3630,
             demo=True,
+            example={"seconds": 5},
         ),
         JobType(
             name="fail",
@@ -335,6 +345,7 @@ JOB_TYPES = JobTypes(
             timeout=10,
             max_attempts=3,
             demo=True,
+            example={"reason": "shows a failure", "retryable": False},
         ),
     ]
 )

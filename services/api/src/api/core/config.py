@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from jobs.types import JOB_TYPES
 from servicekit.db import DatabaseServiceSettings
 
 __all__ = ["Flags", "Settings"]
@@ -28,6 +29,17 @@ class Settings(DatabaseServiceSettings):
     flags_ttl_seconds: float = Field(
         default=30.0, gt=0, description="how long feature flags are kept before a re-read"
     )
+    demo_job_types: bool | None = Field(
+        default=None,
+        description="accept the example types `sleep` and `fail` (they exist to show long runs "
+        "and failures); default: only when APP_ENV is development",
+    )
+
+    @property
+    def job_types(self) -> frozenset[str]:
+        """The job types intake accepts (any other is answered 422 as unknown)."""
+        demo = self.is_development if self.demo_job_types is None else self.demo_job_types
+        return frozenset(JOB_TYPES.names(demo=demo))
 
 
 class Flags(BaseModel):
