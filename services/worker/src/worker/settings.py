@@ -35,7 +35,7 @@ class Settings(DatabaseServiceSettings):
     )
     lease_seconds: float = Field(
         default=120.0,
-        ge=10,
+        ge=1,
         description="a running job's lease, renewed on every heartbeat (a quarter of the "
         "visibility timeout): requeue-stuck takes the job once it lapses",
     )
