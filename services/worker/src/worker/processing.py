@@ -68,6 +68,7 @@ class _Running:
     job: repository.Job
     job_type: JobType
     run: JobRun
+    last_delivery: bool  # SQS redrives the message to the DLQ if this attempt is given up
     told: bool = False  # cancelled at a heartbeat past the deadline
 
 
@@ -109,7 +110,7 @@ class JobProcessor:
         """The handler's result or failure; None if the heartbeat timed it out meanwhile."""
         run = JobRun(job.id, job.attempts, job_type.timeout)
         with self._lock:
-            self._running[delivery.message_id] = _Running(job, job_type, run)
+            self._running[delivery.message_id] = _Running(job, job_type, run, delivery.last_attempt)
         outcome: Mapping[str, Any] | Failure
         try:
             with self._tracer.start_as_current_span(f"job {job.type}") as span:
@@ -214,7 +215,7 @@ class JobProcessor:
             running.job,
             running.job_type.max_attempts,
             running.job_type.failure(timeout),
-            last_delivery=False,
+            last_delivery=running.last_delivery,
         )
 
     def on_poison(self, poison: Poison) -> None:
