@@ -35,14 +35,14 @@ import math
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, LiteralString
+from typing import Any, LiteralString
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "MAX_PAYLOAD_DEPTH",
@@ -54,7 +54,6 @@ __all__ = [
     "JobAlreadyFinished",
     "JobMessage",
     "JobPage",
-    "JobPayload",
     "JobStatus",
     "create",
     "get",
@@ -111,10 +110,6 @@ def storable_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(value, float) and not math.isfinite(value):
             raise InvalidPayload("a number is not finite (NaN or infinity)")
     return payload
-
-
-JobPayload = Annotated[dict[str, Any], AfterValidator(storable_payload)]
-"""A payload field of a request model: a JSON object the jobs table can store."""
 
 
 class JobStatus(StrEnum):

@@ -294,7 +294,7 @@ def _as_sent(problem: Any, names: str) -> InitErrorDetails:
 
 
 class EchoPayload(BaseModel):
-    """Any JSON object: the result is the payload."""
+    """Any JSON object (nested at most 32 levels, no NUL characters): the result is the payload."""
 
     model_config = ConfigDict(extra="allow")
 
