@@ -351,7 +351,7 @@ def test_requeue_stuck_takes_only_expired_leases(conn: Conn, conninfo: str) -> N
     with psycopg.connect(conninfo) as worker:
         # A live worker's transaction holds the row: the job is being worked on, not stuck.
         worker.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (busy.id,))
-        changed = repository.requeue_stuck(conn, max_attempts=2)
+        changed = repository.requeue_stuck(conn, max_attempts={"echo": 2})
 
     by_id = {job.id: job for job in changed}
     assert set(by_id) == {expired.id, exhausted.id}

@@ -260,8 +260,8 @@ _PENDING = _query(
 # A row lock means a live transaction works on the job: SKIP LOCKED leaves it alone. Requeued
 # jobs get enqueued_at NULL, so the outbox sweep sends them again.
 _REQUEUE = _query(
-    "WITH stuck AS (SELECT id AS stuck_id, %(max_attempts)s::integer IS NOT NULL "
-    "AND attempts >= %(max_attempts)s::integer AS give_up FROM jobs "
+    "WITH stuck AS (SELECT id AS stuck_id, "
+    "attempts >= (%(max_attempts)s::jsonb ->> type)::integer AS give_up FROM jobs "
     "WHERE status = 'running' AND lease_expires_at < clock_timestamp() "
     "ORDER BY lease_expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
     "UPDATE jobs SET "
@@ -459,16 +459,17 @@ def pending_enqueue(
 
 
 def requeue_stuck(
-    conn: psycopg.Connection[Any], *, max_attempts: int | None = None, limit: int = 100
+    conn: psycopg.Connection[Any], *, max_attempts: Mapping[str, int], limit: int = 100
 ) -> list[Job]:
     """Put ``running`` jobs whose lease expired back to ``queued`` (for the outbox to resend).
 
     An expired lease means no worker renewed it: the worker died or lost the database for longer
     than the lease. A job that runs long but is renewed is never taken. Jobs that already had
-    ``max_attempts`` are marked ``dead`` instead. Rows locked by a live transaction are skipped.
+    their type's ``max_attempts`` (by type name; ``jobs.types.JOB_TYPES.max_attempts()``) are
+    marked ``dead`` instead. Rows locked by a live transaction are skipped.
     Returns the jobs changed, in their new state (``error_code`` ``lease_expired``).
     """
-    params = {"max_attempts": max_attempts, "limit": limit}
+    params = {"max_attempts": Jsonb(dict(max_attempts)), "limit": limit}
     return _all(conn, _REQUEUE, params)
 
 

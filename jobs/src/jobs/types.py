@@ -211,6 +211,10 @@ class JobTypes:
     def __iter__(self) -> Iterator[JobType]:
         return iter(self._types.values())
 
+    def max_attempts(self) -> dict[str, int]:
+        """Each type's ``max_attempts``, by name (for ``repository.requeue_stuck``)."""
+        return {t.name: t.max_attempts for t in self}
+
     def names(self, *, demo: bool = True) -> list[str]:
         """Every type's name; without the demo types when ``demo`` is False."""
         return [t.name for t in self if demo or not t.demo]

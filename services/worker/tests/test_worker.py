@@ -429,7 +429,7 @@ def test_leases_are_renewed_while_a_job_runs_past_any_fixed_stuck_time(
     while (job := env.job(job_id)).status == "running":
         leases.add(job.lease_expires_at)
         with env.connect() as conn:
-            assert repository.requeue_stuck(conn) == [], "a live job was requeued"
+            assert repository.requeue_stuck(conn, max_attempts={}) == [], "a live job requeued"
     assert job.status == "succeeded"
     assert job.attempts == 1
     assert len(leases) >= 3, "the lease was not renewed while the job ran"
@@ -447,7 +447,7 @@ def test_a_job_whose_worker_died_is_requeued_once_its_lease_expires(
 
     def requeued() -> list[repository.Job]:
         with env.connect() as conn:
-            return repository.requeue_stuck(conn)
+            return repository.requeue_stuck(conn, max_attempts=JOB_TYPES.max_attempts())
 
     [job] = wait_until(requeued, timeout=10, what="the expired lease requeued")
     assert (job.id, job.status, job.error_code) == (job_id, "queued", "lease_expired")
