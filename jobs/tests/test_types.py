@@ -29,6 +29,7 @@ def resize(payload: ResizePayload, run: JobRun) -> dict[str, Any]:
 REGISTRY = JobTypes(
     [
         JobType("echo", EchoPayload, "worker.handlers:echo", "echo"),
+        JobType("echo-again", EchoPayload, "worker.handlers:echo", "the same payload model"),
         JobType(
             "resize",
             ResizePayload,
@@ -48,7 +49,11 @@ def test_one_entry_is_a_request_variant_and_a_handler() -> None:
     assert REGISTRY["resize"].resolve()(request.payload, JobRun(uuid4(), 1, 5)) == {"width": 3}
 
     schema = model.model_json_schema()
-    assert set(schema["discriminator"]["mapping"]) == {"echo", "resize"}
+    assert schema["discriminator"]["mapping"] == {
+        "echo": "#/$defs/EchoJob",
+        "echo-again": "#/$defs/EchoAgainJob",
+        "resize": "#/$defs/ResizeJob",
+    }
     resize_job = schema["$defs"]["ResizeJob"]
     assert resize_job["examples"] == [{"type": "resize", "payload": {"width": 3}}]
     assert schema["$defs"]["ResizePayload"]["properties"]["width"]["exclusiveMinimum"] == 0
@@ -62,7 +67,7 @@ def test_errors_name_the_field_as_sent() -> None:
         REGISTRY.request_model.model_validate({"type": "crop"})
     [problem] = unknown.value.errors()
     assert (problem["loc"], problem["type"]) == (("type",), "unknown_job_type")
-    assert problem["msg"] == "unknown job type 'crop'; known: 'echo', 'resize'"
+    assert problem["msg"] == "unknown job type 'crop'; known: 'echo', 'echo-again', 'resize'"
 
 
 def test_failures_are_classified_with_public_messages() -> None:

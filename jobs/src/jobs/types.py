@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import operator
 import pkgutil
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -256,7 +257,9 @@ class JobTypes:
             Field(default_factory=job_type.payload) if _takes_nothing(job_type.payload) else ...
         )
         model: type[BaseModel] = create_model(
-            f"{job_type.payload.__name__.removesuffix('Payload')}Job",
+            # Named after the type, not its payload model: two types may share a model.
+            "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", job_type.name))
+            + "Job",
             __config__=ConfigDict(
                 extra="forbid",
                 json_schema_extra={
