@@ -124,6 +124,7 @@ def test_task_definitions_carry_the_seed_figures(assembly: Assembly, service: st
     assert environment["AWS_REGION"] == "eu-west-1"
     assert environment["TRACING_ENABLED"] == "true"
     assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+    assert environment["STOP_TIMEOUT"] == str(app["StopTimeout"])
     assert "DB_SECRET" in environment
     assert "QUEUE_URL" in environment
     assert "Secrets" not in app  # by id, fetched at runtime

@@ -20,6 +20,7 @@ from servicekit.testing import Database as PgDatabase
 from servicekit.testing import wait_until
 
 Conn = psycopg.Connection[Any]
+LEASE = timedelta(minutes=2)
 
 OWNER = "alice"
 
@@ -138,7 +139,7 @@ def test_each_owner_reads_and_lists_only_its_own_jobs_and_an_admin_all(conn: Con
     rest = repository.list_jobs(conn, owner="bob", limit=1, cursor=first.next_cursor)
     assert [job.id for job in first.items + rest.items] == [job.id for job in reversed(bobs)]
     assert rest.next_cursor is None
-    repository.start(conn, alices[0].id)
+    repository.start(conn, alices[0].id, lease=LEASE)
     assert listed(owner="bob", status=JobStatus.RUNNING) == []
     assert listed(owner="alice", status=JobStatus.RUNNING) == [alices[0].id]
 
@@ -251,7 +252,7 @@ def test_cursor_pagination(conn: Conn) -> None:
         new_job(conn, n=n)
     latest = repository.list_jobs(conn, limit=4).items
     for job in latest:
-        repository.start(conn, job.id)
+        repository.start(conn, job.id, lease=LEASE)
     everything = sorted(
         repository.list_jobs(conn, limit=100).items,
         key=lambda job: (job.created_at, job.id),
@@ -283,54 +284,58 @@ def test_cursor_pagination(conn: Conn) -> None:
 def test_worker_lifecycle(conn: Conn) -> None:
     job = new_job(conn)
 
-    started = repository.start(conn, job.id)
+    started = repository.start(conn, job.id, lease=LEASE)
     assert started is not None
     assert (started.status, started.attempts) == (JobStatus.RUNNING, 1)
     assert started.started_at is not None
     assert started.enqueued_at is not None
+    assert started.lease_expires_at is not None
+    assert started.lease_expires_at > started.started_at + LEASE - timedelta(seconds=5)
 
-    failed = repository.mark_failed(conn, job.id, "boom " * 2000)
+    failed = repository.mark_failed(conn, job.id, "boom " * 2000, code="handler_error")
     assert failed is not None
-    assert failed.status == JobStatus.FAILED
+    assert (failed.status, failed.error_code) == (JobStatus.FAILED, "handler_error")
     assert failed.error is not None
     assert len(failed.error) == repository.MAX_ERROR_LENGTH
+    assert failed.lease_expires_at is None
     assert repository.mark_failed(conn, job.id, "not running any more") is None
 
-    again = repository.start(conn, job.id)
+    again = repository.start(conn, job.id, lease=LEASE)
     assert again is not None
     assert again.attempts == 2
     done = repository.mark_succeeded(conn, job.id, {"answer": 42})
     assert (done.status, done.result, done.error) == (JobStatus.SUCCEEDED, {"answer": 42}, None)
+    assert (done.error_code, done.lease_expires_at) == (None, None)
     assert done.finished_at is not None
 
     # A redelivered message for a finished job: acknowledged without running it again.
-    assert repository.start(conn, job.id) is None
+    assert repository.start(conn, job.id, lease=LEASE) is None
     assert repository.mark_dead(conn, job.id, "too late") is None
     with pytest.raises(repository.JobAlreadyFinished, match="already succeeded"):
         repository.mark_succeeded(conn, job.id)
     with pytest.raises(repository.JobAlreadyFinished, match="does not exist") as missing:
         repository.mark_succeeded(conn, uuid4())
     assert missing.value.status is None
-    assert repository.start(conn, uuid4()) is None
+    assert repository.start(conn, uuid4(), lease=LEASE) is None
 
 
 def test_mark_dead(conn: Conn) -> None:
     job = new_job(conn)
-    repository.start(conn, job.id)
-    repository.mark_failed(conn, job.id, "first error")
+    repository.start(conn, job.id, lease=LEASE)
+    repository.mark_failed(conn, job.id, "first error", code="timeout")
 
     dead = repository.mark_dead(conn, job.id)
 
     assert dead is not None
-    assert (dead.status, dead.error) == (JobStatus.DEAD, "first error")
+    assert (dead.status, dead.error, dead.error_code) == (JobStatus.DEAD, "first error", "timeout")
     assert dead.finished_at is not None
-    assert repository.start(conn, job.id) is None
+    assert repository.start(conn, job.id, lease=LEASE) is None
 
 
 def test_duplicate_delivery_commits_the_handler_effect_once(conn: Conn, conninfo: str) -> None:
     conn.execute("CREATE TABLE effects (job_id uuid NOT NULL)")
     job = new_job(conn)
-    repository.start(conn, job.id)
+    repository.start(conn, job.id, lease=LEASE)
     outcome: list[BaseException | repository.Job] = []
 
     def handle(connection: Conn) -> repository.Job:
@@ -381,35 +386,59 @@ def test_outbox_sweep(conn: Conn, conninfo: str) -> None:
     assert marked.enqueued_at is not None
 
 
-def test_requeue_stuck(conn: Conn, conninfo: str) -> None:
-    stuck, exhausted, busy, fresh = (new_job(conn, n=n) for n in range(4))
-    for job in (stuck, exhausted, busy, fresh):
-        repository.start(conn, job.id)
-    repository.start(conn, exhausted.id)
-    for job in (stuck, exhausted, busy):
-        backdate(conn, job.id, "updated_at", timedelta(hours=2))
+def test_leases_are_renewed_in_one_statement(conn: Conn) -> None:
+    running, other, finished = (new_job(conn, n=n) for n in range(3))
+    for job in (running, other, finished):
+        repository.start(conn, job.id, lease=timedelta(seconds=1))
+    repository.mark_succeeded(conn, finished.id)
+
+    renewed = repository.renew_leases(
+        conn, [running.id, other.id, finished.id, uuid4()], lease=timedelta(hours=1)
+    )
+
+    assert renewed == {running.id, other.id}
+    for job_id in renewed:
+        job = repository.get(conn, job_id)
+        assert job is not None
+        assert job.lease_expires_at is not None
+        assert job.lease_expires_at > job.updated_at + timedelta(minutes=59)
+    assert repository.renew_leases(conn, [], lease=LEASE) == set()
+
+
+def test_requeue_stuck_takes_only_expired_leases(conn: Conn, conninfo: str) -> None:
+    expired, exhausted, busy, long_running = (new_job(conn, n=n) for n in range(4))
+    for job in (expired, exhausted, busy, long_running):
+        repository.start(conn, job.id, lease=LEASE)
+    repository.start(conn, exhausted.id, lease=LEASE)
+    for job in (expired, exhausted, busy):
+        backdate(conn, job.id, "lease_expires_at", timedelta(hours=2))
+    # Running for a day, far past any fixed "stuck after", but its lease is renewed: alive.
+    backdate(conn, long_running.id, "updated_at", timedelta(days=1))
+    backdate(conn, long_running.id, "started_at", timedelta(days=1))
 
     with psycopg.connect(conninfo) as worker:
         # A live worker's transaction holds the row: the job is being worked on, not stuck.
         worker.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (busy.id,))
-        changed = repository.requeue_stuck(conn, older_than=timedelta(hours=1), max_attempts=2)
+        changed = repository.requeue_stuck(conn, max_attempts={"echo": 2})
 
     by_id = {job.id: job for job in changed}
-    assert set(by_id) == {stuck.id, exhausted.id}
-    assert by_id[stuck.id].status == JobStatus.QUEUED
-    assert by_id[stuck.id].enqueued_at is None
+    assert set(by_id) == {expired.id, exhausted.id}
+    assert by_id[expired.id].status == JobStatus.QUEUED
+    assert by_id[expired.id].enqueued_at is None
+    assert by_id[expired.id].lease_expires_at is None
     assert by_id[exhausted.id].status == JobStatus.DEAD
-    assert by_id[exhausted.id].error == "stuck running after 2 attempts"
+    assert by_id[exhausted.id].error_code == "lease_expired"
+    assert by_id[exhausted.id].error == "its worker stopped on each of 2 attempts"
     # The outbox sweep sends the requeued job again once it has waited its turn.
-    backdate(conn, stuck.id, "updated_at", timedelta(minutes=5))
+    backdate(conn, expired.id, "updated_at", timedelta(minutes=5))
     pending = repository.pending_enqueue(conn, older_than=timedelta(minutes=1))
-    assert [job.id for job in pending] == [stuck.id]
+    assert [job.id for job in pending] == [expired.id]
 
 
 def test_purge_finished(conn: Conn) -> None:
     old_done, old_dead, recent_done, old_queued = (new_job(conn, n=n) for n in range(4))
     for job in (old_done, recent_done):
-        repository.start(conn, job.id)
+        repository.start(conn, job.id, lease=LEASE)
         repository.mark_succeeded(conn, job.id)
     repository.mark_dead(conn, old_dead.id, "poison")
     for job in (old_done, old_dead):

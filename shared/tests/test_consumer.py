@@ -19,11 +19,13 @@ from servicekit.consumer import (
     POISON_REASON_ATTRIBUTE,
     Consumer,
     Delivery,
+    GiveUp,
     Poison,
     TaskProtection,
 )
-from servicekit.errors import ConfigurationError
+from servicekit.errors import ConfigurationError, DependencyUnavailable
 from servicekit.metrics import Metrics
+from servicekit.retry import Backoff
 from servicekit.testing import MotoServer, create_queue, queue_counts, send_messages, wait_until
 
 
@@ -55,7 +57,7 @@ def running(consumer: Consumer[Any]) -> Iterator[threading.Event]:
 def consumer(
     url: str, handler: Callable[[Delivery[Task]], object], **options: Any
 ) -> Consumer[Task]:
-    options = {"wait_time_seconds": 1, "retry_base_delay": 1, "retry_max_delay": 1} | options
+    options = {"wait_time_seconds": 1, "retry": Backoff(base=1, cap=1)} | options
     return Consumer(url, Task, handler, **options)
 
 
@@ -124,6 +126,99 @@ def test_failing_handler_is_retried_then_redriven(aws_env: MotoServer) -> None:
     assert attempts == [(1, False), (2, False), (3, True)]
     assert work.stats().failed == 3
     assert queue_counts(url) == (0, 0)
+
+
+def test_give_up_deletes_the_message_without_retries(aws_env: MotoServer) -> None:
+    url, dlq_url = create_queue("work", visibility=30, max_receive=3)
+    attempts: list[int] = []
+
+    def hopeless(delivery: Delivery[Task]) -> None:
+        attempts.append(delivery.receive_count)
+        raise GiveUp("retrying cannot help")
+
+    work = consumer(url, hopeless)
+    with running(work):
+        send_messages(url, '{"n": 1}')
+        wait_until(lambda: work.stats().failed == 1 and queue_counts(url) == (0, 0))
+    assert attempts == [1]
+    assert queue_counts(dlq_url) == (0, 0)
+
+
+def test_while_not_ready_nothing_is_received(aws_env: MotoServer) -> None:
+    url, dlq_url = create_queue("work", visibility=30, max_receive=2)
+    up = threading.Event()
+    seen: list[int] = []
+    work = consumer(url, lambda d: seen.append(d.receive_count), ready=up.is_set)
+    with running(work):
+        wait_until(lambda: not work.stats().ready, what="gate closed")
+        send_messages(url, '{"n": 1}')
+        # For three seconds (three gate polls) the message stays on the queue, untouched.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert queue_counts(url) == (1, 0)
+        assert seen == []
+        up.set()
+        wait_until(lambda: work.stats().processed == 1, what="processed after recovery")
+    assert seen == [1], "the closed gate cost a receive"
+    assert work.stats().failed == 0
+    assert queue_counts(dlq_url) == (0, 0)
+
+
+def test_a_deferred_message_goes_back_without_a_backoff(aws_env: MotoServer) -> None:
+    url, _ = create_queue("work", visibility=30, max_receive=5)
+    calls: list[int] = []
+
+    def flaky(delivery: Delivery[Task]) -> None:
+        calls.append(delivery.receive_count)
+        if len(calls) == 1:
+            raise DependencyUnavailable("database", "blip")
+
+    # A failure would wait the 30 s backoff: a deferral comes back after defer_delay.
+    work = consumer(url, flaky, defer_delay=0, retry=Backoff(base=30, cap=30))
+    with running(work):
+        send_messages(url, '{"n": 1}')
+        wait_until(lambda: work.stats().processed == 1, timeout=10)
+    assert calls == [1, 2]
+    stats = work.stats()
+    assert (stats.failed, stats.deferred) == (0, 1)
+
+
+def test_the_working_hook_renews_and_gives_up(aws_env: MotoServer) -> None:
+    url, _ = create_queue("work", visibility=2, max_receive=5)
+    release = threading.Event()
+    asked: list[set[int]] = []
+    calls: list[int] = []
+
+    def slow(delivery: Delivery[Task]) -> None:
+        calls.append(delivery.body.n)
+        release.wait(timeout=30)
+
+    def working(deliveries: list[Delivery[Task]]) -> list[str]:
+        asked.append({d.body.n for d in deliveries})
+        # Message 2's first delivery is past its (pretend) timeout: disowned.
+        return [d.message_id for d in deliveries if (d.body.n, d.receive_count) != (2, 1)]
+
+    work = consumer(url, slow, working=working, concurrency=3)
+    with running(work):
+        send_messages(url, '{"n": 1}', '{"n": 2}')
+        # Not extended any more, message 2 is delivered again while its first handler still runs.
+        wait_until(lambda: sorted(calls) == [1, 2, 2], timeout=15, what="2 redelivered")
+        assert {1, 2} in asked
+        release.set()
+        wait_until(lambda: work.stats().processed == 2 and queue_counts(url) == (0, 0))
+    # The disowned handler's return made no SQS call and counts as failed; the redelivery did it.
+    stats = work.stats()
+    assert (stats.processed, stats.failed, stats.in_flight) == (2, 1, 0)
+
+
+def test_backoff_is_capped_exponential_with_jitter() -> None:
+    backoff = Backoff(base=1, cap=8)
+    assert [backoff.ceiling(n) for n in range(1, 6)] == [1, 2, 4, 8, 8]
+    delays = [backoff.delay(3) for _ in range(200)]
+    assert all(2 <= delay <= 4 for delay in delays)
+    assert len(set(delays)) > 1, "no jitter"
+    with pytest.raises(ValueError, match="base <= cap"):
+        Backoff(base=2, cap=1)
 
 
 def test_heartbeat_keeps_a_long_handler_invisible(aws_env: MotoServer) -> None:

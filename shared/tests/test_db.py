@@ -288,6 +288,30 @@ def test_credentials_unreadable_then_readable(aws_env: MotoServer, postgres_db: 
         wait_until(lambda: ready(database), what="the pool to recover by itself")
 
 
+def test_every_connection_logs_in_with_server_side_timeouts(postgres_db: PgDatabase) -> None:
+    secret = RdsSecret.model_validate(postgres_db.rds_secret())
+    limits = "statement_timeout, lock_timeout, idle_in_transaction_session_timeout"
+    query = "SELECT " + ", ".join(
+        f"current_setting('{name}') AS {name}" for name in limits.split(", ")
+    )
+    with Database(FixedCredentials(secret)) as database, database.connection() as conn:
+        assert conn.execute(query).fetchone() == {
+            "statement_timeout": "30s",
+            "lock_timeout": "5s",
+            "idle_in_transaction_session_timeout": "1min",
+        }
+    settings = DatabaseSettings(statement_timeout_ms=200, lock_timeout_ms=0)
+    with Database(FixedCredentials(secret), settings) as database:
+        with database.connection() as conn:
+            row = conn.execute(query).fetchone()
+            assert row is not None
+            assert (row["statement_timeout"], row["lock_timeout"]) == ("200ms", "0")
+        # The server enforces it: a statement past the limit is cancelled, the pool goes on.
+        with pytest.raises(psycopg.errors.QueryCanceled), database.connection() as conn:
+            conn.execute("SELECT pg_sleep(5)")
+        assert ready(database)
+
+
 def verify_full(ca_file: str | Path | None) -> DatabaseSettings:
     return DatabaseSettings(
         pool_min_size=1,

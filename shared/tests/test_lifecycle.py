@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from servicekit.lifecycle import Lifecycle
+from servicekit.lifecycle import Lifecycle, ShutdownBudget
 
 SERVICE = """
 import logging, sys, threading
@@ -168,3 +168,10 @@ def test_handlers_need_the_main_thread() -> None:
     thread.join(timeout=30)
     assert len(errors) == 1
     assert "main thread" in str(errors[0])
+
+
+def test_the_shutdown_budget_gives_running_work_what_the_other_steps_leave() -> None:
+    budget = ShutdownBudget(30)
+    assert budget.grace == 30 - budget.settle - budget.protection - budget.close - budget.margin
+    with pytest.raises(ValueError, match="stop_timeout 8 s leaves -1 s for running work"):
+        ShutdownBudget(8)

@@ -283,6 +283,9 @@ class ServiceStack(Stack):
             "TRACING_ENABLED": "true",
             "OTEL_EXPORTER_OTLP_ENDPOINT": OTLP_ENDPOINT,
             "OTEL_SERVICE_NAME": spec.name,
+            # The one stop figure (the container's stopTimeout below): a service sizes its
+            # shutdown steps from it instead of keeping a copy.
+            "STOP_TIMEOUT": str(spec.task.stop_timeout),
         }
         # Secrets by id, never by value: the services fetch them through servicekit's cache,
         # which is how a rotation reaches running tasks without a redeploy.

@@ -9,14 +9,18 @@ A job's way through (statuses in the ``status`` column):
   :func:`mark_enqueued` in a second short transaction. The row is committed before the message
   exists, so a worker never receives an id it cannot read; if the send fails, ``enqueued_at`` stays
   NULL and the job is not lost (the outbox).
-- Worker: :func:`start` and commit (``running``, ``attempts`` + 1; ``None`` means the job is
-  finished or unknown: acknowledge the message). Then, in one transaction, the handler's writes
+- Worker: :func:`start` and commit (``running``, ``attempts`` + 1, a lease until
+  ``lease_expires_at``; ``None`` means the job is finished or unknown: acknowledge the message).
+  While the handler runs, :func:`renew_leases` (one UPDATE per heartbeat for every job the worker
+  holds). Then, in one transaction, the handler's writes
   and :func:`mark_succeeded`, which raises :class:`JobAlreadyFinished` if a duplicate delivery won
   meanwhile, so the ``with`` block rolls the handler's writes back: effects happen exactly once.
-  On a handler error :func:`mark_failed` (retried later); when retries are exhausted
-  :func:`mark_dead`.
+  On a handler error :func:`mark_failed` (retried later); when retries are exhausted or the
+  error is final :func:`mark_dead`. Both record an ``error_code`` and a short ``error`` message
+  written for clients (:mod:`jobs.types`).
 - Scheduler: :func:`pending_enqueue` + send + :func:`mark_enqueued` in one transaction (the
-  outbox sweep), :func:`requeue_stuck`, :func:`purge_finished`.
+  outbox sweep), :func:`requeue_stuck` (running jobs whose lease expired: their worker is gone),
+  :func:`purge_finished`.
 
 The SQS message is :class:`JobMessage` (:func:`message_body` writes it): the job's id, as the row
 is the truth.
@@ -28,17 +32,17 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, LiteralString
+from typing import Any, LiteralString
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "MAX_PAYLOAD_DEPTH",
@@ -50,7 +54,6 @@ __all__ = [
     "JobAlreadyFinished",
     "JobMessage",
     "JobPage",
-    "JobPayload",
     "JobStatus",
     "create",
     "get",
@@ -62,14 +65,15 @@ __all__ = [
     "message_body",
     "pending_enqueue",
     "purge_finished",
+    "renew_leases",
     "requeue_stuck",
     "start",
     "storable_payload",
 ]
 
 MAX_PAGE_SIZE = 1000
-# Handler errors can carry whole tracebacks: the row keeps the start of one.
-MAX_ERROR_LENGTH = 4000
+# The error is a short message for clients (jobs.types.Failure); a bound all the same.
+MAX_ERROR_LENGTH = 1000
 MAX_PAYLOAD_DEPTH = 32
 
 
@@ -108,10 +112,6 @@ def storable_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     return payload
 
 
-JobPayload = Annotated[dict[str, Any], AfterValidator(storable_payload)]
-"""A payload field of a request model: a JSON object the jobs table can store."""
-
-
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -125,6 +125,8 @@ class Job(BaseModel):
 
     ``owner`` is the caller that created the job (the authenticated subject); callers see only
     their own jobs, admins every owner's.
+    ``error_code`` and ``error``: why the latest attempt failed, as clients may see it.
+    ``lease_expires_at``: while ``running``, when the job counts as abandoned unless renewed.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -143,6 +145,8 @@ class Job(BaseModel):
     finished_at: datetime | None
     enqueued_at: datetime | None
     owner: str
+    error_code: str | None
+    lease_expires_at: datetime | None
 
 
 class Created(BaseModel):
@@ -225,20 +229,28 @@ _BY_ID = _query(
 )
 _START = _query(
     "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = clock_timestamp(), "
-    "updated_at = clock_timestamp(), enqueued_at = coalesce(enqueued_at, clock_timestamp()) "
+    "updated_at = clock_timestamp(), enqueued_at = coalesce(enqueued_at, clock_timestamp()), "
+    "lease_expires_at = clock_timestamp() + %(lease)s "
     "WHERE id = %(id)s AND {active} RETURNING {columns}"
 )
+# Not a change of state: updated_at stays, so a renewal is cheap and does not hide a stuck job.
+_RENEW = sql.SQL(
+    "UPDATE jobs SET lease_expires_at = clock_timestamp() + %(lease)s "
+    "WHERE id = ANY(%(ids)s) AND status = 'running' RETURNING id"
+)
 _SUCCEED = _query(
-    "UPDATE jobs SET status = 'succeeded', result = %(result)s, error = NULL, "
-    "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
+    "UPDATE jobs SET status = 'succeeded', result = %(result)s, error = NULL, error_code = NULL, "
+    "lease_expires_at = NULL, finished_at = clock_timestamp(), updated_at = clock_timestamp() "
     "WHERE id = %(id)s AND {active} RETURNING {columns}"
 )
 _FAIL = _query(
-    "UPDATE jobs SET status = 'failed', error = %(error)s, updated_at = clock_timestamp() "
+    "UPDATE jobs SET status = 'failed', error = %(error)s, error_code = %(code)s, "
+    "lease_expires_at = NULL, updated_at = clock_timestamp() "
     "WHERE id = %(id)s AND status = 'running' RETURNING {columns}"
 )
 _KILL = _query(
     "UPDATE jobs SET status = 'dead', error = coalesce(%(error)s, error), "
+    "error_code = coalesce(%(code)s, error_code), lease_expires_at = NULL, "
     "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
     "WHERE id = %(id)s AND {active} RETURNING {columns}"
 )
@@ -252,19 +264,21 @@ _PENDING = _query(
     "AND updated_at < clock_timestamp() - %(age)s "
     "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 )
-# A row lock on a running job means a live transaction works on it: SKIP LOCKED leaves it alone
-# whatever its age. Requeued jobs get enqueued_at NULL, so the outbox sweep sends them again.
+# Only an expired lease: a live worker renews it on every heartbeat, however long the job runs.
+# A row lock means a live transaction works on the job: SKIP LOCKED leaves it alone. Requeued
+# jobs get enqueued_at NULL, so the outbox sweep sends them again.
 _REQUEUE = _query(
-    "WITH stuck AS (SELECT id AS stuck_id, %(max_attempts)s::integer IS NOT NULL "
-    "AND attempts >= %(max_attempts)s::integer AS give_up FROM jobs "
-    "WHERE status = 'running' AND updated_at < clock_timestamp() - %(age)s "
-    "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+    "WITH stuck AS (SELECT id AS stuck_id, "
+    "attempts >= (%(max_attempts)s::jsonb ->> type)::integer AS give_up FROM jobs "
+    "WHERE status = 'running' AND lease_expires_at < clock_timestamp() "
+    "ORDER BY lease_expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
     "UPDATE jobs SET "
     "status = CASE WHEN give_up THEN 'dead' ELSE 'queued' END, "
-    "error = CASE WHEN give_up THEN 'stuck running after ' || attempts || ' attempts' "
-    "ELSE error END, "
+    "error_code = 'lease_expired', "
+    "error = CASE WHEN give_up THEN 'its worker stopped on each of ' || attempts || ' attempts' "
+    "ELSE 'its worker stopped; queued again' END, "
     "finished_at = CASE WHEN give_up THEN clock_timestamp() END, "
-    "enqueued_at = NULL, updated_at = clock_timestamp() "
+    "lease_expires_at = NULL, enqueued_at = NULL, updated_at = clock_timestamp() "
     "FROM stuck WHERE jobs.id = stuck.stuck_id RETURNING {columns}"
 )
 _PURGE = _query(
@@ -390,9 +404,21 @@ def list_jobs(
     return JobPage(items=rows, next_cursor=None)
 
 
-def start(conn: psycopg.Connection[Any], job_id: UUID) -> Job | None:
-    """Mark the job running and count the attempt; None when it is finished or unknown (ack it)."""
-    return _one(conn, _START, {"id": job_id})
+def start(conn: psycopg.Connection[Any], job_id: UUID, *, lease: timedelta) -> Job | None:
+    """Mark the job running, count the attempt, lease it for ``lease``; None when it is
+    finished or unknown (acknowledge its message)."""
+    return _one(conn, _START, {"id": job_id, "lease": lease})
+
+
+def renew_leases(
+    conn: psycopg.Connection[Any], job_ids: Collection[UUID], *, lease: timedelta
+) -> set[UUID]:
+    """Extend the lease of the running jobs among ``job_ids`` (one UPDATE); those renewed."""
+    if not job_ids:
+        return set()
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        rows = cursor.execute(_RENEW, {"ids": list(job_ids), "lease": lease}).fetchall()
+    return {job_id for (job_id,) in rows}
 
 
 def mark_succeeded(
@@ -411,15 +437,31 @@ def mark_succeeded(
     return job
 
 
-def mark_failed(conn: psycopg.Connection[Any], job_id: UUID, error: str) -> Job | None:
-    """Record a failed attempt of a running job (to be retried); None if it is not running."""
-    return _one(conn, _FAIL, {"id": job_id, "error": error[:MAX_ERROR_LENGTH]})
+def mark_failed(
+    conn: psycopg.Connection[Any], job_id: UUID, error: str, *, code: str | None = None
+) -> Job | None:
+    """Record a failed attempt of a running job (to be retried); None if it is not running.
+
+    ``code`` and ``error`` are what clients see: a stable code, a short message without
+    exception text.
+    """
+    params = {"id": job_id, "error": error[:MAX_ERROR_LENGTH], "code": code}
+    return _one(conn, _FAIL, params)
 
 
-def mark_dead(conn: psycopg.Connection[Any], job_id: UUID, error: str | None = None) -> Job | None:
-    """Give up on the job (its message went to the DLQ); None if it was finished already."""
+def mark_dead(
+    conn: psycopg.Connection[Any],
+    job_id: UUID,
+    error: str | None = None,
+    *,
+    code: str | None = None,
+) -> Job | None:
+    """Give up on the job (final error, attempts spent, message in the DLQ); None if finished.
+
+    ``code`` and ``error`` as for :func:`mark_failed`; when None the previous ones stay.
+    """
     message = None if error is None else error[:MAX_ERROR_LENGTH]
-    return _one(conn, _KILL, {"id": job_id, "error": message})
+    return _one(conn, _KILL, {"id": job_id, "error": message, "code": code})
 
 
 def mark_enqueued(conn: psycopg.Connection[Any], job_id: UUID) -> bool:
@@ -440,19 +482,17 @@ def pending_enqueue(
 
 
 def requeue_stuck(
-    conn: psycopg.Connection[Any],
-    *,
-    older_than: timedelta,
-    max_attempts: int | None = None,
-    limit: int = 100,
+    conn: psycopg.Connection[Any], *, max_attempts: Mapping[str, int], limit: int = 100
 ) -> list[Job]:
-    """Put jobs left ``running`` for ``older_than`` back to ``queued`` (for the outbox to resend).
+    """Put ``running`` jobs whose lease expired back to ``queued`` (for the outbox to resend).
 
-    Jobs that already had ``max_attempts`` are marked ``dead`` instead. Rows locked by a live
-    transaction are skipped. ``older_than`` must exceed the longest job timeout. Returns the jobs
-    changed, in their new state.
+    An expired lease means no worker renewed it: the worker died or lost the database for longer
+    than the lease. A job that runs long but is renewed is never taken. Jobs that already had
+    their type's ``max_attempts`` (by type name; ``jobs.types.JOB_TYPES.max_attempts()``) are
+    marked ``dead`` instead. Rows locked by a live transaction are skipped.
+    Returns the jobs changed, in their new state (``error_code`` ``lease_expired``).
     """
-    params = {"age": older_than, "max_attempts": max_attempts, "limit": limit}
+    params = {"max_attempts": Jsonb(dict(max_attempts)), "limit": limit}
     return _all(conn, _REQUEUE, params)
 
 

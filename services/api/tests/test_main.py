@@ -17,6 +17,7 @@ from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
 from api.main import create_app
+from jobs.types import JOB_TYPES
 from servicekit.errors import ConfigurationError
 
 
@@ -50,7 +51,16 @@ def test_the_openapi_schema_documents_every_route_and_the_error_shape(client: Te
     assert {"200", "201", "409", "413", "422", "503", "500"} <= set(create["responses"])
     error = create["responses"]["422"]["content"]["application/json"]["schema"]
     assert error == {"$ref": "#/components/schemas/ErrorResponse"}
-    assert schema["components"]["schemas"]["JobType"]["enum"] == ["echo", "sleep", "fail"]
+    # The request body is the registry's union, discriminated by type, each with its payload.
+    components = schema["components"]["schemas"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/JobCreate"}
+    mapping = components["JobCreate"]["discriminator"]["mapping"]
+    assert set(mapping) == {job_type.name for job_type in JOB_TYPES}
+    sleep = components[mapping["sleep"].rsplit("/", 1)[1]]
+    payload = components[sleep["properties"]["payload"]["$ref"].rsplit("/", 1)[1]]
+    assert payload["properties"]["seconds"]["minimum"] == 0
+    assert payload["required"] == ["seconds"]
     # The Authorize button: a bearer scheme, required by every /jobs operation and no other,
     # with the scope each needs (OpenAPI 3.1 lets a non-OAuth scheme list them).
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

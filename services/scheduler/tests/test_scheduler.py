@@ -242,12 +242,12 @@ def test_outbox_sweep_sends_a_job_whose_send_failed(env: Env) -> None:
 def test_requeue_stuck_and_purge_finished(env: Env) -> None:
     stuck, done = create_pending_job(env), create_pending_job(env)
     with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
-        repository.start(conn, stuck)
-        repository.start(conn, done)
+        repository.start(conn, stuck, lease=timedelta(minutes=2))
+        repository.start(conn, done, lease=timedelta(minutes=2))
         repository.mark_succeeded(conn, done, {"ok": True})
-    env.query("UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = %s", stuck)
+    env.query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s", stuck)
     env.query("UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = %s", done)
-    default = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry", "STUCK_AFTER": "600"}
+    default = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry"}
 
     # Without --slot or SCHEDULED_TIME the slot is the current one.
     before = datetime.now(UTC)

@@ -5,6 +5,7 @@ each test gets a fresh queue with its dead-letter queue, and a migrated database
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -23,12 +24,15 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from jobs import repository
+from jobs import migrations, repository
+from jobs.types import JOB_TYPES
 from servicekit import aws
+from servicekit.lifecycle import ShutdownBudget
 from servicekit.spec import load_spec
 from servicekit.testing import (
     Database,
     MotoServer,
+    PostgresCluster,
     answers_ok,
     create_queue,
     queue_counts,
@@ -36,6 +40,8 @@ from servicekit.testing import (
     wait_until,
 )
 from servicekit.testing.moto import free_port
+from worker import handlers
+from worker.settings import Settings
 
 APP, ENV = "suite", "test"
 SECRET_ID = f"{APP}/{ENV}/db"
@@ -180,7 +186,8 @@ def make_env(aws_env: MotoServer, migrated_db: Database) -> Callable[..., Worker
             # Short backoffs keep the tests quick; the long poll keeps its production 20 s.
             "RETRY_BASE_DELAY": "1",
             "RETRY_MAX_DELAY": "1",
-            "GRACE_PERIOD": "10",
+            # Leaves 10 s of grace after the shutdown budget's other steps.
+            "STOP_TIMEOUT": "19",
             "CONCURRENCY": "4",
             **migrated_db.verify_full_env(),
             **settings,
@@ -206,6 +213,15 @@ def start_worker() -> Iterator[Callable[[WorkerEnv], WorkerProcess]]:
 
 
 StartWorker = Callable[[WorkerEnv], WorkerProcess]
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of the test's own, to stop and start (an outage)."""
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
 
 
 def test_sigkill_mid_batch_then_restart_runs_each_effect_once(
@@ -262,7 +278,7 @@ def test_poison_goes_to_the_dlq_while_neighbours_are_processed(
     # With a 30 s visibility timeout a retry would take 30 s: the DLQ gets them at once.
     wait_until(lambda: env.counts(env.dlq_url)[0] == 2, timeout=5, what="poison in the DLQ")
     assert env.job(named.id).status == "dead"
-    assert "poison message" in (env.job(named.id).error or "")
+    assert env.job(named.id).error_code == "invalid_message"
     assert "not json" in env.dead_letters()
     wait_until(lambda: env.counts() == (0, 0), what="queue empty")
     assert env.job(before[0]).result == {"echo": {"n": 1}}
@@ -281,20 +297,46 @@ def test_a_succeeded_job_is_not_run_again(
     assert env.effects(ids) == {ids[0]: 1}
 
 
-def test_an_always_failing_job_is_retried_then_dead(
+def test_an_always_failing_job_is_retried_until_its_type_s_max_attempts_then_dead(
     make_env: Callable[..., WorkerEnv], start_worker: StartWorker
 ) -> None:
-    env = make_env(visibility=30, max_receive=3)
+    env = make_env(visibility=30, max_receive=5)
     ids = env.submit("fail", {"reason": "broken on purpose"})
     worker = start_worker(env)
     # Retries are paced by the 1 s backoff, not the 30 s visibility timeout.
-    wait_until(lambda: env.counts(env.dlq_url)[0] == 1, timeout=20, what="message in the DLQ")
+    wait_until(lambda: env.job(ids[0]).status == "dead", timeout=20, what="job dead")
     job = env.job(ids[0])
-    assert job.status == "dead"
-    assert job.attempts == 3
-    assert job.error == "JobFailed: broken on purpose"
+    assert job.attempts == JOB_TYPES["fail"].max_attempts == 3  # not the queue's 5
+    assert (job.error_code, job.error) == ("failed_on_purpose", "broken on purpose")
+    wait_until(lambda: env.counts() == (0, 0), what="message deleted")
+    assert env.counts(env.dlq_url) == (0, 0), "a dead job's message went on to the DLQ"
     assert worker.stats()["failed"] == 3
     assert env.effects(ids) == {}
+
+
+def test_a_non_retryable_failure_is_dead_at_once_with_its_code(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env(visibility=30, max_receive=5)
+    ids = env.submit("fail", {"reason": "bad input", "retryable": False})
+    [mangled] = env.submit("sleep", {"seconds": 1})
+    # A payload stored before its model changed: it will never validate, so never retried.
+    with env.connect() as conn:
+        conn.execute('UPDATE jobs SET payload = \'{"seconds": "soon"}\' WHERE id = %s', (mangled,))
+    worker = start_worker(env)
+    wait_until(lambda: env.statuses([*ids, mangled]) == {"dead": 2}, what="both dead")
+    failed = env.job(ids[0])
+    assert (failed.attempts, failed.error_code, failed.error) == (
+        1,
+        "failed_on_purpose",
+        "bad input",
+    )
+    invalid = env.job(mangled)
+    assert (invalid.attempts, invalid.error_code) == (1, "invalid_payload")
+    assert invalid.error == "the payload is not a valid sleep job"
+    wait_until(lambda: env.counts() == (0, 0), what="messages deleted")
+    assert env.counts(env.dlq_url) == (0, 0)
+    assert worker.stats()["failed"] == 2
 
 
 def test_a_long_job_outlives_the_visibility_timeout_without_redelivery(
@@ -338,3 +380,119 @@ def test_invalid_configuration_fails_fast(make_env: Callable[..., WorkerEnv]) ->
     worker.stop()
     assert "QUEUE_URL" in str(failure.value)
     assert "concurrency" in str(failure.value)
+
+
+def test_a_stop_timeout_too_short_for_the_shutdown_steps_fails_fast(
+    make_env: Callable[..., WorkerEnv],
+) -> None:
+    worker = WorkerProcess(make_env(STOP_TIMEOUT="8").environ)
+    with pytest.raises(AssertionError, match="exited 2") as failure:
+        worker.start()
+    worker.stop()
+    assert "stop_timeout 8 s leaves -1 s for running work" in str(failure.value)
+
+
+def test_the_shutdown_budget_is_the_service_spec_s_stop_timeout() -> None:
+    # The infrastructure passes STOP_TIMEOUT from the spec; the default is the same figure.
+    stop_timeout = load_spec(SERVICE_DIR / "service.toml").task.stop_timeout
+    assert Settings.model_fields["stop_timeout"].default == stop_timeout
+    budget = ShutdownBudget(stop_timeout)
+    assert budget.grace + budget.settle + budget.protection + budget.close < stop_timeout
+
+
+def test_every_job_type_resolves_to_a_worker_handler_within_the_queue_s_attempts() -> None:
+    max_receive = load_spec(SERVICE_DIR / "service.toml").trigger.max_receive_count
+    for job_type in JOB_TYPES:
+        handler = job_type.resolve()
+        assert handler.__module__ == "worker.handlers", job_type.name
+        # Past maxReceiveCount SQS moves the message to the DLQ before the type gives up.
+        assert job_type.max_attempts <= max_receive, job_type.name
+        for error in job_type.permanent_errors():
+            assert issubclass(error, Exception)
+    assert set(handlers.__all__) == {job_type.resolve().__name__ for job_type in JOB_TYPES}
+
+
+def test_leases_are_renewed_while_a_job_runs_past_any_fixed_stuck_time(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env(visibility=2, LEASE_SECONDS="2")
+    [job_id] = env.submit("sleep", {"seconds": 6})
+    start_worker(env)
+    wait_until(lambda: env.job(job_id).status == "running", what="job running")
+    with env.connect() as conn:
+        # As if it had been running for an hour, far past the old fixed 900 s.
+        conn.execute(
+            "UPDATE jobs SET updated_at = updated_at - interval '1 hour', "
+            "started_at = started_at - interval '1 hour' WHERE id = %s",
+            (job_id,),
+        )
+    leases = set()
+    while (job := env.job(job_id)).status == "running":
+        leases.add(job.lease_expires_at)
+        with env.connect() as conn:
+            assert repository.requeue_stuck(conn, max_attempts={}) == [], "a live job requeued"
+    assert job.status == "succeeded"
+    assert job.attempts == 1
+    assert len(leases) >= 3, "the lease was not renewed while the job ran"
+
+
+def test_a_job_whose_worker_died_is_requeued_once_its_lease_expires(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker
+) -> None:
+    env = make_env(visibility=30, LEASE_SECONDS="2")
+    [job_id] = env.submit("sleep", {"seconds": 60})
+    worker = start_worker(env)
+    wait_until(lambda: env.job(job_id).status == "running", what="job running")
+    worker.signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+
+    def requeued() -> list[repository.Job]:
+        with env.connect() as conn:
+            return repository.requeue_stuck(conn, max_attempts=JOB_TYPES.max_attempts())
+
+    [job] = wait_until(requeued, timeout=10, what="the expired lease requeued")
+    assert (job.id, job.status, job.error_code) == (job_id, "queued", "lease_expired")
+
+
+def test_a_database_outage_pauses_intake_without_burning_attempts(
+    make_env: Callable[..., WorkerEnv], start_worker: StartWorker, own_cluster: PostgresCluster
+) -> None:
+    database = own_cluster.create_database()
+    migrations.upgrade(database.conninfo())
+    secret_id = f"{SECRET_ID}-outage"
+    aws.client("secretsmanager").create_secret(
+        Name=secret_id, SecretString=json.dumps(database.rds_secret())
+    )
+    env = dataclasses.replace(
+        make_env(
+            visibility=30,
+            max_receive=3,
+            DB_SECRET=secret_id,
+            DATABASE__POOL_TIMEOUT="1",
+            **database.verify_full_env(),
+        ),
+        database=database,
+    )
+    worker = start_worker(env)
+    warm = env.submit("echo", {"n": 0})
+    wait_until(lambda: env.statuses(warm) == {"succeeded": 1}, what="first job done")
+    jobs = env.create("echo", {"n": 1}, count=3)
+
+    own_cluster.stop()
+    # The receiver is inside its long poll: it takes these, and each start() finds the database
+    # down. They go back to the queue, uncounted, and the gate holds further receives.
+    env.send(*map(repository.message_body, jobs))
+    wait_until(lambda: not worker.stats()["ready"], what="the consumer's gate closed")
+    wait_until(lambda: env.counts() == (3, 0), timeout=20, what="messages back on the queue")
+    assert worker.get("/ready").status_code == 503
+    assert worker.get("/health").status_code == 200, "an outage must not get the task restarted"
+    stats = worker.stats()
+    assert (stats["failed"], stats["in_flight"]) == (0, 0)
+    assert stats["deferred"] >= 1, "no held message met the outage"
+
+    own_cluster.start()
+    ids = [job.id for job in jobs]
+    wait_until(lambda: env.statuses(ids) == {"succeeded": 3}, timeout=60, what="resumed")
+    assert {env.job(job_id).attempts for job_id in ids} == {1}
+    assert worker.stats()["failed"] == 0
+    assert env.counts(env.dlq_url) == (0, 0)

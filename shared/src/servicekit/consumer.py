@@ -10,8 +10,16 @@ What it does for every message (see :class:`Consumer`):
 - runs the handler in a bounded thread pool, extending the message's visibility (a heartbeat)
   while it runs or waits, so a handler may outlive the queue's visibility timeout;
 - on success deletes the message in batches of up to 10 (failed entries are retried or logged);
-  on an exception makes it visible again after an exponential backoff, so SQS's maxReceiveCount
-  redrives it to the dead-letter queue when the attempts are exhausted;
+  on an exception makes it visible again after a backoff (:class:`servicekit.retry.Backoff`), so
+  SQS's maxReceiveCount redrives it to the dead-letter queue when the attempts are exhausted;
+  :class:`GiveUp` means the failure is final: the message is deleted, no more retries;
+- ``DependencyUnavailable`` from a handler is not the message's fault: the message goes back to
+  the queue after ``defer_delay`` without counting as a failure (no backoff), and while the
+  ``ready`` gate says no (e.g. the database is down) nothing more is received;
+- ``working``, a hook called on each heartbeat tick with the running deliveries, says which are
+  still worked on (the worker renews their job leases there, in one UPDATE); a delivery it
+  leaves out is given up: its message is no longer extended and comes back after its
+  visibility timeout (a handler past its timeout cannot be killed, only disowned);
 - on stop (SIGTERM through :class:`servicekit.lifecycle.Lifecycle`) receives nothing more, makes
   received-but-not-started messages visible again at once, lets running handlers finish within a
   grace period, and returns;
@@ -33,7 +41,6 @@ import json
 import logging
 import math
 import queue
-import random
 import threading
 import time
 import urllib.error
@@ -46,8 +53,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ValidationError
 
 from servicekit import aws
-from servicekit.errors import ConfigurationError
+from servicekit.errors import ConfigurationError, DependencyUnavailable
 from servicekit.logging import log_context
+from servicekit.retry import Backoff
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -59,6 +67,7 @@ __all__ = [
     "Consumer",
     "ConsumerStats",
     "Delivery",
+    "GiveUp",
     "Poison",
     "TaskProtection",
     "TaskProtectionError",
@@ -71,6 +80,20 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 10  # SQS's limit for ReceiveMessage and every *Batch call
 POISON_REASON_ATTRIBUTE = "servicekit.poison_reason"
 _BATCH_RETRIES = 3
+# The one policy (servicekit.retry) with the consumer's own figures: a *Batch call is retried
+# within a heartbeat tick, a failed receive backs off up to half a minute.
+_BATCH_BACKOFF = Backoff(base=0.2, cap=1.0)
+DEFAULT_RETRY = Backoff(base=5.0, cap=300.0)
+_RECEIVE_BACKOFF = Backoff(base=1.0, cap=30.0)
+_GATE_INTERVAL = 1.0
+
+
+class GiveUp(Exception):
+    """Raised by a handler (``raise GiveUp(...) from error``): retrying cannot help.
+
+    The consumer counts the failure and deletes the message, so SQS does not deliver it again.
+    The handler has recorded the outcome where it belongs (e.g. the job marked dead).
+    """
 
 
 class TaskProtectionError(RuntimeError):
@@ -113,6 +136,10 @@ class ConsumerStats:
     processed: int
     failed: int
     poisoned: int
+    deferred: int
+    """Handed back because a dependency was unavailable (not failures)."""
+    ready: bool
+    """False while the ``ready`` gate holds receives back."""
     seconds_since_loop: float
     """Seconds since a receive loop last went round (liveness)."""
 
@@ -178,6 +205,9 @@ class _Message:
 
     raw: MessageTypeDef
     visible_until: float  # monotonic; when SQS would make it visible again
+    delivery: Delivery[Any] | None = None  # set while its handler runs
+    done: bool = False  # the handler returned
+    abandoned: bool = False  # given up by the ``working`` hook
 
     @property
     def receipt(self) -> str:
@@ -198,13 +228,16 @@ class Consumer(Generic[M]):
     (default ``concurrency + 10``, one receive's worth prefetched) bounds the messages held at
     once, running or waiting. ``receivers`` threads long-poll for ``wait_time_seconds``.
 
-    A handler error makes the message visible again after
-    ``min(retry_max_delay, retry_base_delay * 2 ** (receive_count - 1))`` seconds (with jitter),
-    or at once on the last attempt so that SQS redrives it without waiting.
+    A handler error makes the message visible again after ``retry.delay(receive_count)``
+    seconds, or at once on the last attempt so that SQS redrives it without waiting.
 
-    ``grace_period`` is how long :meth:`run` waits for running handlers after the stop event:
-    keep it a few seconds under the ECS ``stopTimeout`` (default 30 s). A handler still running
-    then is abandoned: its message becomes visible again when its visibility timeout lapses.
+    ``ready`` (optional) is polled before each receive: while it returns False (or raises) the
+    receivers wait instead of taking messages they could not process.
+
+    ``grace_period`` is how long :meth:`run` waits for running handlers after the stop event and
+    ``settle_timeout`` how long for the last deletes; derive both from the stop timeout
+    (:class:`servicekit.lifecycle.ShutdownBudget`). A handler still running then is abandoned:
+    its message becomes visible again when its visibility timeout lapses.
     """
 
     def __init__(
@@ -217,9 +250,12 @@ class Consumer(Generic[M]):
         max_in_flight: int | None = None,
         receivers: int = 1,
         wait_time_seconds: int = 20,
-        retry_base_delay: float = 5.0,
-        retry_max_delay: float = 300.0,
+        retry: Backoff = DEFAULT_RETRY,
+        defer_delay: int = 5,
+        ready: Callable[[], bool] | None = None,
+        working: Callable[[list[Delivery[M]]], Iterable[str]] | None = None,
         grace_period: float = 25.0,
+        settle_timeout: float = 5.0,
         delete_linger: float = 0.02,
         liveness_timeout: float = 120.0,
         protection: TaskProtection | None = None,
@@ -236,9 +272,12 @@ class Consumer(Generic[M]):
         self.max_in_flight = max(max_in_flight or concurrency + MAX_BATCH, concurrency)
         self.receivers = receivers
         self.wait_time_seconds = wait_time_seconds
-        self.retry_base_delay = retry_base_delay
-        self.retry_max_delay = retry_max_delay
+        self.retry = retry
+        self.defer_delay = defer_delay
+        self.ready = ready
+        self.working = working
         self.grace_period = grace_period
+        self.settle_timeout = settle_timeout
         self.delete_linger = delete_linger
         self.liveness_timeout = liveness_timeout
         self.protection = protection
@@ -261,6 +300,8 @@ class Consumer(Generic[M]):
         self._processed = 0
         self._failed = 0
         self._poisoned = 0
+        self._deferred = 0
+        self._gate_open = True
         self._last_loop = time.monotonic()
         self._deletes: list[_Message] = []
         self._deleting = 0  # delete batches under way
@@ -283,6 +324,8 @@ class Consumer(Generic[M]):
                 processed=self._processed,
                 failed=self._failed,
                 poisoned=self._poisoned,
+                deferred=self._deferred,
+                ready=self._gate_open,
                 seconds_since_loop=round(time.monotonic() - self._last_loop, 3),
             )
 
@@ -365,7 +408,7 @@ class Consumer(Generic[M]):
             running = self._running
         for _ in range(self.concurrency):
             self._ready.put(None)
-        self._flush_deletes(timeout=5.0)
+        self._flush_deletes(timeout=self.settle_timeout)
         if not finished:
             logger.error(
                 "grace period of %.0f s over with %d handler(s) still running; their messages"
@@ -376,8 +419,8 @@ class Consumer(Generic[M]):
         with self._lock:
             self._closed.set()
             self._lock.notify_all()
-        if self._protection_thread is not None:
-            self._protection_thread.join(timeout=5.0)
+        if self._protection_thread is not None and self.protection is not None:
+            self._protection_thread.join(timeout=self.protection.timeout + 1.0)
 
     # -- threads -------------------------------------------------------------------------
 
@@ -407,10 +450,30 @@ class Consumer(Generic[M]):
             self._in_flight -= count
             self._lock.notify_all()
 
+    def _gate(self) -> bool:
+        """Whether receiving makes sense now (the ``ready`` gate); logs each change."""
+        if self.ready is None:
+            return True
+        try:
+            ready = bool(self.ready())
+        except Exception as error:
+            logger.debug("readiness gate raised: %s", error)
+            ready = False
+        with self._lock:
+            changed, self._gate_open = ready != self._gate_open, ready
+        if changed and not ready:
+            logger.warning("not ready (a dependency is down): receiving paused")
+        elif changed:
+            logger.info("ready again: receiving resumed")
+        return ready
+
     def _receive_loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             self._last_loop = time.monotonic()
+            if not self._gate():
+                self._stopping.wait(_GATE_INTERVAL)
+                continue
             count = self._reserve()
             if count == 0:
                 continue
@@ -427,7 +490,7 @@ class Consumer(Generic[M]):
                 with self._lock:
                     self._reserved -= count
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
+                delay = _RECEIVE_BACKOFF.delay(failures)
                 logger.error(
                     "receive failed, retrying in %.1f s: %s",
                     delay,
@@ -481,18 +544,52 @@ class Consumer(Generic[M]):
         # left: every held message is extended at least one tick before it would reappear.
         interval = max(0.25, self.visibility_timeout / 4)
         while not self._closed.wait(interval):
-            now = time.monotonic()
-            # Held across the call: a release or a retry backoff decided meanwhile must not be
-            # overwritten by an extension that was under way (see _let_go).
-            with self._visibility_lock:
-                with self._lock:
-                    due = [
-                        m
-                        for m in self._held.values()
-                        if m.visible_until - now < self.visibility_timeout / 2
-                    ]
-                if due:
-                    self._change_visibility(due, self.visibility_timeout, "heartbeat")
+            self._extend_due()
+            self._ask_working()
+
+    def _extend_due(self) -> None:
+        now = time.monotonic()
+        # Held across the call: a release or a retry backoff decided meanwhile must not be
+        # overwritten by an extension that was under way (see _let_go).
+        with self._visibility_lock:
+            with self._lock:
+                due = [
+                    m
+                    for m in self._held.values()
+                    if m.visible_until - now < self.visibility_timeout / 2
+                ]
+            if due:
+                self._change_visibility(due, self.visibility_timeout, "heartbeat")
+
+    def _ask_working(self) -> None:
+        """Call the ``working`` hook with the running deliveries; disown those it leaves out."""
+        if self.working is None:
+            return
+        with self._lock:
+            running = [m for m in self._held.values() if m.delivery is not None and not m.done]
+        if not running:
+            return
+        try:
+            kept = set(self.working([m.delivery for m in running if m.delivery is not None]))
+        except Exception:
+            # Keeping every message is the safe side: nothing is redelivered under a live handler.
+            logger.exception("the working hook failed; every running message is kept")
+            return
+        given_up = []
+        with self._lock:
+            for message in running:
+                if message.message_id not in kept and not message.done:
+                    message.abandoned = True
+                    self._held.pop(message.receipt, None)
+                    given_up.append(message.message_id)
+            self._lock.notify_all()
+        if given_up:
+            logger.warning(
+                "given up on %d running message(s) (%s): no longer extended, SQS delivers them "
+                "again after the visibility timeout",
+                len(given_up),
+                ", ".join(given_up),
+            )
 
     def _delete_loop(self) -> None:
         # Full batches are sent by the handler thread that completes them (see _delete); this
@@ -558,46 +655,67 @@ class Consumer(Generic[M]):
                 if "StringValue" in value
             },
         )
-        ok = True
+        message.delivery = delivery
+        outcome = "Processed"
         with log_context(message_id=message.message_id):
             try:
                 self.handler(delivery)
+            except DependencyUnavailable as error:
+                outcome = "Deferred"
+                logger.warning(
+                    "message %s handed back in %d s, not counted as a failure: %s",
+                    message.message_id,
+                    self.defer_delay,
+                    error,
+                )
+            except GiveUp as error:
+                outcome = "GivenUp"
+                logger.warning(
+                    "handler gave up on message %s (%s): deleted", message.message_id, error
+                )
             except Exception:
-                ok = False
+                outcome = "Failed"
                 logger.exception(
                     "handler failed for message %s (attempt %d of %d)",
                     message.message_id,
                     delivery.receive_count,
                     delivery.max_receive_count,
                 )
-        latency = time.time() - started
-        with self._lock:
-            if ok:
-                self._processed += 1
-            else:
-                self._failed += 1
-        if ok:
-            self._delete(message)
-        else:
-            self._retry_later(message, delivery)
+        self._settle_outcome(message, delivery, outcome)
         if self.metrics is not None:
-            outcome = "Processed" if ok else "Failed"
-            values = {outcome: 1.0, "HandlerLatency": latency * 1000}
+            outcome = "Failed" if outcome == "GivenUp" else outcome
+            values = {outcome: 1.0, "HandlerLatency": (time.time() - started) * 1000}
             units = {outcome: "Count", "HandlerLatency": "Milliseconds"}
             if sent_at is not None:
                 values["MessageAge"] = (started - sent_at) * 1000
                 units["MessageAge"] = "Milliseconds"
             self.metrics.emit(values, units, message_id=message.message_id)
 
-    def _retry_later(self, message: _Message, delivery: Delivery[M]) -> None:
-        if delivery.last_attempt:
-            delay = 0  # the next receive redrives it to the dead-letter queue
+    def _settle_outcome(self, message: _Message, delivery: Delivery[M], outcome: str) -> None:
+        with self._lock:
+            message.done = True
+            abandoned = message.abandoned
+            if abandoned:
+                self._failed += 1  # it ran past what the working hook allowed
+            elif outcome == "Processed":
+                self._processed += 1
+            elif outcome == "Deferred":
+                self._deferred += 1
+            else:
+                self._failed += 1
+        if abandoned:
+            # Its receipt may belong to a new delivery by now: no SQS call on its behalf.
+            logger.warning("message %s: handler returned after it was given up", message.message_id)
+        elif outcome in ("Processed", "GivenUp"):
+            self._delete(message)
+        elif outcome == "Deferred":
+            self._let_go([message], self.defer_delay, "defer")
         else:
-            ceiling = min(
-                self.retry_max_delay, self.retry_base_delay * 2 ** (delivery.receive_count - 1)
-            )
-            # Jitter spreads the retries of a burst that failed together (e.g. a DB blip).
-            delay = math.ceil(random.uniform(ceiling / 2, ceiling))  # noqa: S311 - not crypto
+            self._retry_later(message, delivery)
+
+    def _retry_later(self, message: _Message, delivery: Delivery[M]) -> None:
+        # On the last attempt at once: the next receive redrives it to the dead-letter queue.
+        delay = 0 if delivery.last_attempt else math.ceil(self.retry.delay(delivery.receive_count))
         self._let_go([message], delay, "retry")
 
     def _poison(self, message: _Message, error: ValidationError) -> None:
@@ -748,7 +866,7 @@ class Consumer(Generic[M]):
                     attempt + 1,
                     aws.describe_error(error, service="sqs"),
                 )
-                time.sleep(0.2 * 2**attempt)
+                time.sleep(_BATCH_BACKOFF.delay(attempt + 1))
                 continue
             by_id = dict(entries)
             succeeded += [by_id[entry["Id"]] for entry in answer.get("Successful", [])]
@@ -768,7 +886,7 @@ class Consumer(Generic[M]):
             if not retry:
                 return succeeded
             entries = retry
-            time.sleep(0.2 * 2**attempt)
+            time.sleep(_BATCH_BACKOFF.delay(attempt + 1))
         logger.error(
             "%s gave up on %d message(s) after %d attempts: %s",
             purpose,

@@ -95,8 +95,22 @@ class DatabaseSettings(BaseModel):
     max_idle: float = Field(default=300.0, gt=0)
     # One round trip per checkout, so a connection the server dropped is never handed out.
     check_on_checkout: bool = True
-    statement_timeout_ms: int | None = Field(default=None, ge=0)
+    # Server-side limits, sent with the login (libpq ``options``: no extra round trip). A query,
+    # a lock wait or an abandoned transaction cannot hold a connection, a lock or a request
+    # past these; 0 turns one off (e.g. for migrations building an index).
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    lock_timeout_ms: int = Field(default=5_000, ge=0)
+    idle_in_transaction_session_timeout_ms: int = Field(default=60_000, ge=0)
     application_name: str | None = None
+
+    def server_options(self) -> str:
+        """The ``-c name=value`` settings every connection logs in with."""
+        limits = {
+            "statement_timeout": self.statement_timeout_ms,
+            "lock_timeout": self.lock_timeout_ms,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction_session_timeout_ms,
+        }
+        return " ".join(f"-c {name}={value}" for name, value in limits.items())
 
     @model_validator(mode="after")
     def _sizes(self) -> Self:
@@ -168,11 +182,10 @@ class _Login:
             "sslmode": settings.sslmode,
             "connect_timeout": settings.connect_timeout,
             "application_name": self._application_name,
+            "options": settings.server_options(),
         }
         if settings.sslrootcert:
             params["sslrootcert"] = settings.sslrootcert
-        if settings.statement_timeout_ms is not None:
-            params["options"] = f"-c statement_timeout={settings.statement_timeout_ms}"
         return params
 
 

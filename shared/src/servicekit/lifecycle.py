@@ -11,9 +11,10 @@ from __future__ import annotations
 import _thread
 import signal
 import threading
+from dataclasses import dataclass
 from types import FrameType
 
-__all__ = ["MAX_STOP_TIMEOUT", "Lifecycle"]
+__all__ = ["MAX_STOP_TIMEOUT", "Lifecycle", "ShutdownBudget"]
 
 # ECS's stopTimeout cannot exceed 120 s: a longer grace for in-flight work ends in SIGKILL anyway.
 MAX_STOP_TIMEOUT = 120
@@ -63,3 +64,37 @@ class Lifecycle:
         # deadlock, from a fresh thread it cannot. Logging is left to the service for the same
         # reason (a reentrant write to stdout fails).
         _thread.start_new_thread(self.stop_event.set, ())
+
+
+@dataclass(frozen=True)
+class ShutdownBudget:
+    """How a service spends the ``stop_timeout`` seconds between SIGTERM and SIGKILL.
+
+    The stop timeout is the one figure (the service spec's ``task.stop_timeout``, which ECS and
+    compose also get); every step of the shutdown gets a fixed share, and what is left is the
+    ``grace`` for running work. Building one whose steps do not fit raises ``ValueError``.
+    """
+
+    stop_timeout: float
+    settle: float = 3.0
+    """Last SQS calls: pending deletes and releases."""
+    protection: float = 2.0
+    """Releasing ECS task scale-in protection (the agent call's timeout)."""
+    close: float = 2.0
+    """Closing the database pool and the HTTP server."""
+    margin: float = 2.0
+    """Logging, thread joins, interpreter exit."""
+    min_grace: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.grace < self.min_grace:
+            raise ValueError(
+                f"stop_timeout {self.stop_timeout:g} s leaves {self.grace:g} s for running work "
+                f"after settle {self.settle:g} + protection {self.protection:g} + close "
+                f"{self.close:g} + margin {self.margin:g} s; at least {self.min_grace:g} s needed"
+            )
+
+    @property
+    def grace(self) -> float:
+        """Seconds running work gets after SIGTERM before it is abandoned."""
+        return self.stop_timeout - self.settle - self.protection - self.close - self.margin

@@ -72,6 +72,10 @@ _log = logging.getLogger(__name__)
 class MigrationSettings(db.DatabaseServiceSettings):
     """What the command reads when no connection string is given (TLS refused as a service's)."""
 
+    # A migration may rewrite a table or build an index for minutes: no statement limit (lock
+    # waits are bounded by --lock-timeout).
+    database: db.DatabaseSettings = db.DatabaseSettings(statement_timeout_ms=0)
+
 
 def _config(
     connection: Connection | None = None, lock_timeout: str = DEFAULT_LOCK_TIMEOUT

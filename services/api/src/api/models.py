@@ -2,42 +2,29 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, RootModel
 
-from jobs.repository import MAX_PAYLOAD_DEPTH, JobPayload
+from jobs.types import JOB_TYPES
 
 __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "ErrorResponse",
     "JobCreate",
-    "JobType",
     "Liveness",
     "Readiness",
     "error_responses",
 ]
 
 
-class JobType(StrEnum):
-    """The job types the worker has handlers for (``worker.handlers.HANDLERS``, test-checked)."""
-
-    ECHO = "echo"
-    SLEEP = "sleep"
-    FAIL = "fail"
-
-
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: JobType
-    payload: JobPayload = Field(
-        default_factory=dict,
-        description=f"handed to the job's handler as is; JSON nested at most "
-        f"{MAX_PAYLOAD_DEPTH} levels, strings without NUL characters",
-    )
+if TYPE_CHECKING:
+    JobCreate: TypeAlias = RootModel[Any]
+else:
+    # Built from the job types' registry: a union discriminated by ``type``, each member with its
+    # type's payload model, so OpenAPI documents every payload and intake validates it.
+    JobCreate = JOB_TYPES.request_model
 
 
 class Liveness(BaseModel):

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
         ({"payload": {}}, "body.type"),
         ({"type": "echo", "payload": [1, 2]}, "body.payload"),
         ({"type": "echo", "priority": 1}, "body.priority"),
+        ({"type": "echo", "payload": {"a": "\u0000"}}, "body.payload"),
     ],
 )
 def test_422_names_the_field(client: TestClient, request_body: object, field: str) -> None:

@@ -2,12 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from fastapi.testclient import TestClient
 
+from api.main import create_app
 from servicekit.testing import MotoServer, wait_until
+
+
+@pytest.fixture
+def demo_client(
+    api_env: Any, monkeypatch: pytest.MonkeyPatch, bearer: Callable[..., dict[str, str]]
+) -> Iterator[TestClient]:
+    """The app with the example types ``sleep`` and ``fail`` turned on."""
+    monkeypatch.setenv("DEMO_JOB_TYPES", "true")
+    with TestClient(create_app(), headers=bearer()) as test_client:
+        yield test_client
+
+
+def test_a_payload_is_validated_against_its_type_at_intake(
+    demo_client: TestClient, api_env: Any
+) -> None:
+    response = demo_client.post("/jobs", json={"type": "sleep", "payload": {"seconds": -1}})
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["message"] == "invalid request: body.payload.seconds"
+    assert [(d["field"], d["type"]) for d in error["details"]] == [
+        ("body.payload.seconds", "greater_than_equal")
+    ]
+    for payload, field in [
+        ({}, "body.payload.seconds"),
+        ({"seconds": 1, "sconds": 2}, "body.payload.sconds"),
+    ]:
+        answer = demo_client.post("/jobs", json={"type": "sleep", "payload": payload})
+        assert [d["field"] for d in answer.json()["error"]["details"]] == [field]
+    assert demo_client.get("/jobs").json()["items"] == []
+    assert api_env.queued_messages() == []
+
+    accepted = demo_client.post("/jobs", json={"type": "sleep", "payload": {"seconds": 2}})
+    assert accepted.status_code == 201
+    assert accepted.json()["payload"] == {"seconds": 2}
+
+
+def test_the_demo_types_are_unknown_unless_turned_on(client: TestClient, api_env: Any) -> None:
+    # APP_ENV is "test" here: not development, and DEMO_JOB_TYPES is not set.
+    for job_type, payload in (("sleep", {"seconds": 1}), ("fail", {})):
+        response = client.post("/jobs", json={"type": job_type, "payload": payload})
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["details"] == [
+            {
+                "field": "body.type",
+                "message": f"unknown job type {job_type!r}",
+                "type": "unknown_job_type",
+            }
+        ]
+    assert client.get("/jobs").json()["items"] == []
 
 
 def test_a_job_is_stored_then_queued(client: TestClient, api_env: Any) -> None:
@@ -47,7 +102,7 @@ def test_a_job_whose_send_fails_is_accepted_and_left_in_the_outbox(
     aws_env: MotoServer,
 ) -> None:
     with aws_env.outage():
-        response = client.post("/jobs", json={"type": "sleep", "payload": {}})
+        response = client.post("/jobs", json={"type": "echo", "payload": {}})
 
     assert response.status_code == 201
     job = response.json()

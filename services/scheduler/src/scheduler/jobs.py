@@ -3,8 +3,10 @@
 - ``outbox-sweep``: the API commits a job, then sends its SQS message; when that send failed the
   row stays ``queued`` with ``enqueued_at`` NULL. The sweep sends those messages (the same body
   the API sends) and marks them enqueued.
-- ``requeue-stuck``: jobs left ``running`` past ``stuck_after`` (a worker died mid-job) go back to
-  ``queued`` for the sweep to resend, or to ``dead`` after ``stuck_max_attempts``.
+- ``requeue-stuck``: ``running`` jobs whose lease expired (their worker died or lost the database
+  for longer than the lease; a live worker renews it on every heartbeat, however long the job
+  runs) go back to ``queued`` for the sweep to resend, or to ``dead`` once their type's
+  ``max_attempts`` (``jobs.types``) are spent.
 - ``purge-finished``: finished jobs and run history older than ``retention_days``.
 
 Each works in bounded batches and checks its context between them, so a timeout or a SIGTERM
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from jobs import repository
+from jobs.types import JOB_TYPES
 from servicekit import aws
 from servicekit.scheduling import JobContext, JobRegistry, RunStore
 
@@ -111,21 +114,17 @@ def outbox_sweep(context: JobContext[Resources]) -> None:
 
 @registry.job("requeue-stuck", schedule="rate(5 minutes)", timeout=120)
 def requeue_stuck(context: JobContext[Resources]) -> None:
-    """Put jobs stuck running past the deadline back to queued (or dead after max attempts)."""
-    settings = context.deps.settings
+    """Put running jobs whose lease expired back to queued (or dead after max attempts)."""
     requeued = dead = 0
 
     def requeue_batch() -> int:
         nonlocal requeued, dead
         with context.deps.database.connection() as conn:
             changed = repository.requeue_stuck(
-                conn,
-                older_than=timedelta(seconds=settings.stuck_after),
-                max_attempts=settings.stuck_max_attempts,
-                limit=REQUEUE_BATCH,
+                conn, max_attempts=JOB_TYPES.max_attempts(), limit=REQUEUE_BATCH
             )
         for job in changed:
-            logger.warning("job %s was stuck running: now %s", job.id, job.status.value)
+            logger.warning("job %s: its lease expired, now %s", job.id, job.status.value)
             if job.status is repository.JobStatus.DEAD:
                 dead += 1
             else:

@@ -36,15 +36,6 @@ class Settings(DatabaseServiceSettings):
     outbox_min_age: float = Field(
         default=30.0, ge=0, description="seconds a job waits for the API's own send before a resend"
     )
-    stuck_after: float = Field(
-        default=900.0,
-        gt=0,
-        description="seconds a job may stay running before it is requeued (above the worker's "
-        "longest handler)",
-    )
-    stuck_max_attempts: int | None = Field(
-        default=5, ge=1, description="a stuck job that had this many attempts is marked dead"
-    )
     retention_days: int = Field(
         default=30, ge=1, description="finished jobs and run history older than this are purged"
     )

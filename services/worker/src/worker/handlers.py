@@ -1,47 +1,34 @@
-"""The example job types. A handler turns a job's payload into its result (a JSON object).
+"""The example job types' handlers. Their contract (payload model, timeout, attempts) is their
+entry in :data:`jobs.types.JOB_TYPES`, which names each handler here as ``"worker.handlers:name"``.
 
-Handlers do no database writes of their own: :mod:`worker.processing` records the result and the
-effect in the transaction that marks the job succeeded, which is what makes the effect happen
-exactly once however often the message is delivered. A handler that raises is retried.
+A handler gets its payload validated into its type's model and a :class:`jobs.types.JobRun`
+(deadline, cancel event) and returns its result, a JSON object. Handlers do no database writes of
+their own: :mod:`worker.processing` records the result and the effect in the transaction that
+marks the job succeeded, which is what makes the effect happen exactly once however often the
+message is delivered. An exception is a failed attempt: :class:`jobs.types.JobError` says what the
+client sees and whether to retry; anything else is ``handler_error``, retried.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
+from jobs.types import EchoPayload, FailPayload, JobError, JobRun, SleepPayload
 
-__all__ = ["HANDLERS", "Handler", "JobFailed"]
-
-Handler = Callable[[Mapping[str, Any]], dict[str, Any]]
+__all__ = ["echo", "fail", "sleep"]
 
 
-class JobFailed(Exception):
-    """The job's work failed (retried until the queue's maxReceiveCount)."""
-
-
-def echo(payload: Mapping[str, Any]) -> dict[str, Any]:
+def echo(payload: EchoPayload, run: JobRun) -> dict[str, Any]:
     """Fast: the result is the payload."""
-    return {"echo": dict(payload)}
+    return {"echo": payload.model_dump(mode="json")}
 
 
-class SleepPayload(BaseModel):
-    # 15 minutes: past that a job belongs in a batch system, not behind an SQS message.
-    seconds: float = Field(ge=0, le=900)
+def sleep(payload: SleepPayload, run: JobRun) -> dict[str, Any]:
+    """Long-running: waits ``seconds`` (stands for slow I/O), giving up at its deadline."""
+    run.wait(payload.seconds)
+    return {"slept": payload.seconds}
 
 
-def sleep(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Long-running: waits ``seconds`` (stands for slow I/O; outlives the visibility timeout)."""
-    seconds = SleepPayload.model_validate(payload).seconds
-    time.sleep(seconds)
-    return {"slept": seconds}
-
-
-def fail(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Always fails: shows retries, the dead-letter queue and the `dead` status."""
-    raise JobFailed(str(payload.get("reason", "the fail job type always fails")))
-
-
-HANDLERS: Mapping[str, Handler] = {"echo": echo, "sleep": sleep, "fail": fail}
+def fail(payload: FailPayload, run: JobRun) -> dict[str, Any]:
+    """Always fails: retried until its attempts are spent, or dead at once if not retryable."""
+    raise JobError(payload.reason, code="failed_on_purpose", retryable=payload.retryable)

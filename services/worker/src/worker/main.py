@@ -6,8 +6,15 @@ HTTP endpoints (``PORT``, 8080, behind the internal ALB):
 - ``GET /health``: liveness, the consumer's receive loop went round recently (no dependency call:
   a database outage must not get every task restarted);
 - ``GET /ready``: the database and the queue answer, and the worker is not stopping;
-- ``GET /stats``: in-flight, running, processed, failed and poisoned counts, for other services
-  through service discovery.
+- ``GET /stats``: in-flight, running, processed, failed, poisoned and deferred counts, and whether
+  the consumer is receiving (``ready``), for other services through service discovery.
+
+While the database check fails the consumer takes no messages (its ``ready`` gate); the ones it
+holds come back to the queue without counting as failures, and it resumes on recovery.
+
+Shutdown (SIGTERM) fits in the task's stopTimeout (``STOP_TIMEOUT``, see
+:class:`servicekit.lifecycle.ShutdownBudget`): running handlers get what is left after the last
+SQS calls, the task-protection release and closing the pool.
 
 Exit status: 0 after a stop (SIGTERM/SIGINT, handlers drained), 2 when the configuration is
 invalid (every problem listed), 1 when the queue cannot be consumed at start.
@@ -23,8 +30,8 @@ from functools import partial
 from jobs.repository import JobMessage
 from servicekit import aws
 from servicekit.consumer import Consumer, TaskProtection
-from servicekit.db import open_database
-from servicekit.errors import ConfigurationError
+from servicekit.db import Database, open_database
+from servicekit.errors import ConfigurationError, DependencyUnavailable
 from servicekit.health import HealthRegistry, HealthServer
 from servicekit.metrics import Metrics
 from servicekit.process import ServiceProcess, run_service
@@ -43,8 +50,9 @@ def main() -> int:
 def _work(process: ServiceProcess) -> int:
     settings = process.load(Settings)
     lifecycle = process.lifecycle
+    budget = settings.shutdown
     database = open_database(settings)
-    processor = JobProcessor(database)
+    processor = JobProcessor(database, lease=settings.lease)
     consumer = Consumer(
         settings.queue_url,
         JobMessage,
@@ -53,12 +61,14 @@ def _work(process: ServiceProcess) -> int:
         max_in_flight=settings.max_in_flight,
         receivers=settings.receivers,
         wait_time_seconds=settings.wait_time_seconds,
-        retry_base_delay=settings.retry_base_delay,
-        retry_max_delay=settings.retry_max_delay,
-        grace_period=settings.grace_period,
+        retry=settings.retry,
+        ready=partial(_answers, database),
+        working=processor.working,
+        grace_period=budget.grace,
+        settle_timeout=budget.settle,
         liveness_timeout=settings.liveness_timeout,
         protection=TaskProtection.from_environment(
-            os.environ, expires_in_minutes=settings.protection_minutes
+            os.environ, expires_in_minutes=settings.protection_minutes, timeout=budget.protection
         ),
         metrics=Metrics.for_service(settings),
         on_poison=processor.on_poison,
@@ -81,6 +91,15 @@ def _work(process: ServiceProcess) -> int:
         return 1
     finally:
         server.close()
-        database.close()
+        database.close(timeout=budget.close)
     logger.info("worker stopped (%s)", lifecycle.reason)
     return 0
+
+
+def _answers(database: Database) -> bool:
+    """The consumer's gate: receive only while the database answers."""
+    try:
+        database.check()
+    except DependencyUnavailable:
+        return False
+    return True

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Self
 
 from pydantic import Field, model_validator
 
 from servicekit.db import DatabaseServiceSettings
-from servicekit.lifecycle import MAX_STOP_TIMEOUT
+from servicekit.lifecycle import MAX_STOP_TIMEOUT, ShutdownBudget
+from servicekit.retry import Backoff
 
 __all__ = ["Settings"]
 
@@ -24,11 +26,18 @@ class Settings(DatabaseServiceSettings):
     wait_time_seconds: int = Field(default=20, ge=0, le=20, description="long-poll wait")
     retry_base_delay: float = Field(default=5.0, ge=0, description="first retry's backoff, s")
     retry_max_delay: float = Field(default=300.0, ge=0, description="longest retry backoff, s")
-    grace_period: float = Field(
-        default=25.0,
+    stop_timeout: float = Field(
+        default=30.0,
         gt=0,
         le=MAX_STOP_TIMEOUT,
-        description="how long SIGTERM waits for running handlers; keep it under stopTimeout",
+        description="the task's stopTimeout (service.toml task.stop_timeout; the infrastructure "
+        "sets STOP_TIMEOUT): the whole shutdown fits in it, see `shutdown`",
+    )
+    lease_seconds: float = Field(
+        default=120.0,
+        ge=1,
+        description="a running job's lease, renewed on every heartbeat (a quarter of the "
+        "visibility timeout): requeue-stuck takes the job once it lapses",
     )
     liveness_timeout: float = Field(
         default=120.0, gt=0, description="/health fails when the receive loop is stuck this long"
@@ -38,12 +47,27 @@ class Settings(DatabaseServiceSettings):
     )
     port: int = Field(default=8080, ge=0, le=65535, description="/health, /ready, /stats (PORT)")
 
+    @property
+    def shutdown(self) -> ShutdownBudget:
+        """How ``stop_timeout`` is spent: the handlers' grace period is what is left."""
+        return ShutdownBudget(self.stop_timeout)
+
+    @property
+    def retry(self) -> Backoff:
+        return Backoff(base=self.retry_base_delay, cap=self.retry_max_delay)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)
+
     @model_validator(mode="after")
-    def _enough_connections(self) -> Self:
+    def _consistent(self) -> Self:
         # Every running handler uses a connection at its start and at its end.
         if self.database.pool_size < self.concurrency:
             raise ValueError(
                 f"database.pool_size ({self.database.pool_size}) is below concurrency "
                 f"({self.concurrency}): handlers would wait for connections"
             )
+        self.shutdown  # noqa: B018 - raises ValueError when the steps do not fit
+        self.retry  # noqa: B018 - raises ValueError unless retry_base_delay <= retry_max_delay
         return self

@@ -9,7 +9,7 @@ subject, so only an admin (who reads every owner's jobs) sees them.
 from alembic import op
 
 revision = "0006_job_owner"
-down_revision = "0003_job_effects"
+down_revision = "0004_job_contract"
 branch_labels = None
 depends_on = None
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobs.types import JOB_TYPES
 from servicekit.db import DatabaseServiceSettings
 from servicekit.settings import DEVELOPMENT
 
@@ -85,6 +86,17 @@ class Settings(DatabaseServiceSettings):
         default_factory=_in_development,
         description="serve /docs, /redoc and /openapi.json (default: only in development)",
     )
+    demo_job_types: bool | None = Field(
+        default=None,
+        description="accept the example types `sleep` and `fail` (they exist to show long runs "
+        "and failures); default: only when APP_ENV is development",
+    )
+
+    @property
+    def job_types(self) -> frozenset[str]:
+        """The job types intake accepts (any other is answered 422 as unknown)."""
+        demo = self.is_development if self.demo_job_types is None else self.demo_job_types
+        return frozenset(JOB_TYPES.names(demo=demo))
 
 
 class Flags(BaseModel):

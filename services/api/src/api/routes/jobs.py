@@ -61,6 +61,8 @@ def create_job(
 ) -> repository.Job:
     """Store the job, then send its SQS message.
 
+    The payload is validated against its type's model (422 naming the field). The example types
+    ``sleep`` and ``fail`` are accepted only in development or with ``DEMO_JOB_TYPES=true``.
     The job is committed before its message is sent, so a worker never receives an id it cannot
     read. If the send fails the job is still accepted: it stays ``queued`` with its outbox marker
     unset and the scheduler's outbox sweep sends it. 503 ``intake_paused`` while the
@@ -73,13 +75,27 @@ def create_job(
             "job intake is paused (feature flag accept_jobs is off), retry later",
             headers={"Retry-After": str(runtime.settings.retry_after_seconds)},
         )
+    request = body.root
+    if request.type not in runtime.settings.job_types:
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid request: body.type",
+            details=[
+                {
+                    "field": "body.type",
+                    "message": f"unknown job type {request.type!r}",
+                    "type": "unknown_job_type",
+                }
+            ],
+        )
     with runtime.database.connection() as conn:
         try:
             created = repository.create(
                 conn,
                 owner=caller.subject,
-                job_type=body.type.value,
-                payload=body.payload,
+                job_type=request.type,
+                payload=request.payload.model_dump(mode="json"),
                 idempotency_key=idempotency_key,
             )
         except repository.IdempotencyKeyReused as error:
