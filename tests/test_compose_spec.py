@@ -92,3 +92,20 @@ def test_every_image_is_overridable() -> None:
         image = service["image"]
         assert image.startswith("${"), f"{name}: image {image!r} is fixed"
         assert ":-" in image, f"{name}: image {image!r} has no default"
+
+
+def test_every_container_drops_every_capability_and_cannot_gain_privileges() -> None:
+    for name, service in SERVICES.items():
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+    # Only the two that start as root get anything back, and only what their entrypoints use.
+    added = {name: service["cap_add"] for name, service in SERVICES.items() if "cap_add" in service}
+    assert set(added) == {"db-tls", "postgres"}
+    assert "SYS_ADMIN" not in added["postgres"]
+    assert "NET_ADMIN" not in added["postgres"]
+
+
+def test_published_ports_bind_to_loopback_by_default() -> None:
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port}"

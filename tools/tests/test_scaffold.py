@@ -233,7 +233,7 @@ def test_compose_gets_a_block_per_service_and_keeps_every_other_line(generated: 
     for name in NAMES:
         assert f"+   {name}:" in changes
     # Published on a host port of its own; the API keeps 8000.
-    assert '+     ports: ["${ORDERS_API_PORT:-8001}:8000"]' in changes
+    assert '+     ports: ["${BIND_ADDRESS:-127.0.0.1}:${ORDERS_API_PORT:-8001}:8000"]' in changes
     assert (
         '+     environment: {<<: *app, SERVICE_NAME: email-worker, PORT: "8080", HEALTH_PATH: '
         '/health, QUEUE_URL: "http://moto:5000/123456789012/suite-development-email-worker"}'

@@ -539,7 +539,8 @@ def _render(spec: ServiceSpec, example: dict[str, Any], old: str, host_port: int
     pairs = ", ".join(f"{key}: {_scalar(value)}" for key, value in environment.items())
     lines.append(f"    environment: {{<<: *app, {pairs}}}")
     if host_port is not None:
-        lines.append(f'    ports: ["${{{variable}_PORT:-{host_port}}}:{spec.port}"]')
+        published = f"${{BIND_ADDRESS:-127.0.0.1}}:${{{variable}_PORT:-{host_port}}}:{spec.port}"
+        lines.append(f'    ports: ["{published}"]')
     lines += [
         f"    cpus: {spec.task.cpu / 1024:g}",
         f"    mem_limit: {spec.task.memory}m",
