@@ -37,7 +37,17 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    TypeAdapter,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+from typing_extensions import TypeAliasType
 
 __all__ = [
     "CURSOR_PATTERN",
@@ -108,7 +118,45 @@ def storable_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     return payload
 
 
-JobPayload = Annotated[dict[str, Any], AfterValidator(storable_payload)]
+# What the payload's JSON schema states (the API's document): JSON whose strings, keys included,
+# hold no NUL. Only described: storable_payload validates, iteratively and with the depth limit
+# a schema cannot state.
+_NUL_FREE = r"^[^\x00]*$"
+
+
+class _SchemaOf:
+    """JSON-schema metadata: describe the field as ``annotation`` (validation is unchanged)."""
+
+    def __init__(self, annotation: Any) -> None:
+        self.annotation = annotation
+
+    def __get_pydantic_json_schema__(
+        self, _: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(TypeAdapter(self.annotation).core_schema)
+
+
+class _NulFreeKeys:
+    """JSON-schema metadata for an object: its keys hold no NUL (``propertyNames``)."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(core_schema) | {"propertyNames": {"pattern": _NUL_FREE}}
+
+
+StorableJson = TypeAliasType(  # type: ignore[misc]
+    "StorableJson",
+    "Annotated[str, StringConstraints(pattern=_NUL_FREE)] | int | float | bool"
+    " | list[StorableJson] | Annotated[dict[str, StorableJson], _NulFreeKeys()] | None",
+)
+
+
+JobPayload = Annotated[
+    dict[str, Any],
+    AfterValidator(storable_payload),
+    _SchemaOf(Annotated[dict[str, StorableJson], _NulFreeKeys()]),
+]
 """A payload field of a request model: a JSON object the jobs table can store."""
 
 

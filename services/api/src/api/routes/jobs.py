@@ -44,12 +44,8 @@ _READ_THE_JOB = {
 _NEXT_PAGE = {
     "NextPage": {
         "operationId": "list_jobs",
-        "description": "the next page, while `next_cursor` is not null",
-        "parameters": {
-            "cursor": "$response.body#/next_cursor",
-            "status": "$request.query.status",
-            "limit": "$request.query.limit",
-        },
+        "description": "the next page while `next_cursor` is not null (with the same `status`)",
+        "parameters": {"cursor": "$response.body#/next_cursor"},
     }
 }
 
