@@ -145,7 +145,7 @@ class _NulFreeKeys:
         return handler(core_schema) | {"propertyNames": {"pattern": _NUL_FREE}}
 
 
-StorableJson = TypeAliasType(  # type: ignore[misc]
+StorableJson = TypeAliasType(
     "StorableJson",
     "Annotated[str, StringConstraints(pattern=_NUL_FREE)] | int | float | bool"
     " | list[StorableJson] | Annotated[dict[str, StorableJson], _NulFreeKeys()] | None",
