@@ -46,6 +46,7 @@ def test_schemathesis_finds_no_difference_between_the_document_and_the_server(
             "--header", f"Authorization: Bearer {suite.token('contract')}",
             "--report", "junit", "--report-dir", str(tmp_path),
         ],
+        cwd=tmp_path,  # its cache (.schemathesis/) goes there too
         env=os.environ | {"NO_COLOR": "1"},
         capture_output=True,
         text=True,
