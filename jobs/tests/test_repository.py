@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -275,8 +276,14 @@ def test_cursor_pagination(conn: Conn) -> None:
     assert {job.id for job in first.items + rest.items} == {job.id for job in latest}
     assert rest.next_cursor is None
 
-    with pytest.raises(repository.InvalidCursor):
-        repository.list_jobs(conn, cursor="not-a-cursor")
+    assert re.fullmatch(repository.CURSOR_PATTERN, first.next_cursor or "")
+    # Every string of the form is a position: the oldest and the newest possible ones.
+    assert repository.list_jobs(conn, cursor="0" * 48).items == []
+    after_all = repository.list_jobs(conn, cursor="9" * 16 + "f" * 32, limit=100)
+    assert [job.id for job in after_all.items] == [job.id for job in everything]
+    for cursor in ("not-a-cursor", "0" * 47, "0" * 16 + "F" * 32):
+        with pytest.raises(repository.InvalidCursor):
+            repository.list_jobs(conn, cursor=cursor)
     with pytest.raises(ValueError, match="limit"):
         repository.list_jobs(conn, limit=0)
 

@@ -28,23 +28,31 @@ is the truth.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
+import re
 from collections.abc import Collection, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, LiteralString
+from typing import Annotated, Any, LiteralString
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    StringConstraints,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+from typing_extensions import TypeAliasType
 
 __all__ = [
+    "CURSOR_PATTERN",
     "MAX_PAYLOAD_DEPTH",
     "Created",
     "IdempotencyKeyReused",
@@ -110,6 +118,31 @@ def storable_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(value, float) and not math.isfinite(value):
             raise InvalidPayload("a number is not finite (NaN or infinity)")
     return payload
+
+
+# What the payload's JSON schema states (the API's document): JSON whose strings, keys included,
+# hold no NUL. Only described: storable_payload validates, iteratively and with the depth limit
+# a schema cannot state.
+NUL_FREE_PATTERN = r"^[^\x00]*$"
+
+
+class NulFreeKeys:
+    """JSON-schema metadata for an object: its keys hold no NUL (``propertyNames``)."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(core_schema) | {"propertyNames": {"pattern": NUL_FREE_PATTERN}}
+
+
+NulFreeStr = Annotated[str, StringConstraints(pattern=NUL_FREE_PATTERN)]
+"""A string a payload may hold: jsonb refuses NUL characters (the schema says so too)."""
+
+StorableJson = TypeAliasType(
+    "StorableJson",
+    "NulFreeStr | int | float | bool"
+    " | list[StorableJson] | Annotated[dict[str, StorableJson], NulFreeKeys()] | None",
+)
 
 
 class JobStatus(StrEnum):
@@ -204,7 +237,7 @@ class JobAlreadyFinished(Exception):
 
 
 class InvalidCursor(ValueError):
-    """A pagination cursor that this module did not produce."""
+    """A string that is not of a cursor's form (:data:`CURSOR_PATTERN`)."""
 
 
 _COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in Job.model_fields)
@@ -347,21 +380,24 @@ def get(conn: psycopg.Connection[Any], job_id: UUID, owner: str | None = None) -
     return _one(conn, _BY_ID, {"id": job_id, "owner": owner})
 
 
+# A cursor is the last job's position: created_at in microseconds since the epoch (16 digits)
+# and its id (32 hex digits). Every string of that form is a position, so the API can state the
+# form (CURSOR_PATTERN) and accept everything it allows; a made-up cursor only starts the page
+# elsewhere in the caller's own listing.
+CURSOR_PATTERN = r"^[0-9]{16}[0-9a-f]{32}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), str(job.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{(job.created_at - _EPOCH) // _MICROSECOND:016d}{job.id.hex}"
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, job_id = json.loads(raw)
-        position = datetime.fromisoformat(created_at), UUID(job_id)
-    except (binascii.Error, ValueError, TypeError) as error:
-        raise InvalidCursor("invalid cursor") from error
-    if position[0].tzinfo is None:
-        raise InvalidCursor("invalid cursor")
-    return position
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidCursor(f"a cursor matches {CURSOR_PATTERN}")
+    return _EPOCH + int(cursor[:16]) * _MICROSECOND, UUID(hex=cursor[16:])
 
 
 def list_jobs(

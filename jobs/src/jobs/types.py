@@ -48,7 +48,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from jobs.repository import storable_payload
+from jobs.repository import NUL_FREE_PATTERN, NulFreeStr, StorableJson, storable_payload
 
 __all__ = [
     "JOB_TYPES",
@@ -303,7 +303,12 @@ def _as_sent(problem: Any, names: str) -> InitErrorDetails:
 class EchoPayload(BaseModel):
     """Any JSON object (nested at most 32 levels, no NUL characters): the result is the payload."""
 
-    model_config = ConfigDict(extra="allow")
+    # The schema states what jsonb stores (no NUL in keys or strings), so a client generated from
+    # it, or a checker, never sends a payload that only the database would refuse.
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"propertyNames": {"pattern": NUL_FREE_PATTERN}}
+    )
+    __pydantic_extra__: dict[str, StorableJson]
 
 
 class SleepPayload(BaseModel):
@@ -315,7 +320,7 @@ class SleepPayload(BaseModel):
 class FailPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="the fail job type always fails", max_length=200)
+    reason: NulFreeStr = Field(default="the fail job type always fails", max_length=200)
     retryable: bool = Field(
         default=True, description="false: the job is dead after its first attempt"
     )

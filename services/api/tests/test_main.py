@@ -76,6 +76,12 @@ def test_the_openapi_schema_documents_every_route_and_the_error_shape(client: Te
         ("/jobs/{job_id}", "get"): [{"HTTPBearer": ["jobs:read"]}],
     }
     assert {"401", "403"} <= set(create["responses"])
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            # Answered before any route runs (413) or by the last-resort handler (500).
+            assert {"413", "500"} <= set(operation["responses"]), (path, method)
+            if path.startswith("/jobs"):
+                assert {"401", "403", "422"} <= set(operation["responses"]), (path, method)
     assert "swagger-ui" in client.get("/docs").text
     assert client.get("/redoc").status_code == 200
 

@@ -45,7 +45,8 @@ def create_app() -> HealthCheck:
         openapi_url=None,
         # Outermost first; HealthCheck is outside FastAPI altogether.
         middleware=[Middleware(RequestContext), Middleware(BodySizeLimit)],
-        responses=error_responses(500),
+        # Answered before routing (413) or by the last-resort handler (500), on any operation.
+        responses=error_responses(413, 500),
     )
     install_error_handlers(api)
     api.include_router(health.router)

@@ -79,3 +79,27 @@ def test_an_unknown_path_is_a_404_in_the_error_shape(client: TestClient) -> None
             "request_id": "req-404",
         }
     }
+
+
+def test_a_body_that_is_not_utf8_is_a_422_like_malformed_json(client: TestClient) -> None:
+    # FastAPI's own answer would be an undocumented 400.
+    response = client.post(
+        "/jobs", content=b"\xff\xfe", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["type"] == "json_invalid"
+
+
+def test_405_and_options_name_every_method_of_the_path(client: TestClient) -> None:
+    # POST /jobs and GET /jobs are two routes: Starlette alone answers Allow: POST.
+    refused = client.delete("/jobs", headers={"X-Request-ID": "req-405"})
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "GET, OPTIONS, POST"
+    assert refused.json()["error"]["code"] == "method_not_allowed"
+    assert refused.json()["error"]["request_id"] == "req-405"
+
+    options = client.options("/jobs")
+    assert (options.status_code, options.headers["allow"]) == (204, "GET, OPTIONS, POST")
+    assert client.options("/jobs/not-a-uuid").headers["allow"] == "GET, OPTIONS"
+    assert client.put("/ready").headers["allow"] == "GET, OPTIONS"
+    assert client.options("/nowhere").status_code == 404

@@ -92,6 +92,25 @@ def test_no_token_is_401_with_the_bearer_challenge(anonymous: TestClient) -> Non
         assert response.json()["error"]["code"] == "unauthorized"
 
 
+@pytest.mark.parametrize("body", [b'{"type": ', b"\xff\xfe", b"not json"])
+def test_the_caller_is_checked_before_the_body_is_parsed(
+    anonymous: TestClient, bearer: Bearer, body: bytes
+) -> None:
+    # FastAPI parses the body before any dependency runs: without AuthenticatedRoute these
+    # were 422 (or 400) to anyone.
+    json_headers = {"Content-Type": "application/json"}
+    no_token = anonymous.post("/jobs", content=body, headers=json_headers)
+    assert no_token.status_code == 401
+    assert no_token.headers["www-authenticate"] == 'Bearer realm="jobs"'
+    reader = anonymous.post(
+        "/jobs", content=body, headers=json_headers | bearer(scopes=["jobs:read"])
+    )
+    assert reader.status_code == 403
+    writer = anonymous.post("/jobs", content=body, headers=json_headers | bearer())
+    assert writer.status_code == 422
+    assert writer.json()["error"]["details"][0]["type"] == "json_invalid"
+
+
 @pytest.mark.parametrize("kind", BAD_TOKENS)
 def test_a_bad_token_is_401_without_saying_why(
     anonymous: TestClient, issuer: Issuer, kind: str, caplog: pytest.LogCaptureFixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
@@ -153,7 +154,39 @@ def test_jobs_are_listed_newest_first_one_page_at_a_time(client: TestClient) -> 
     assert client.get("/jobs", params={"status": "succeeded"}).json()["items"] == []
 
 
-def test_a_cursor_the_api_did_not_give_is_422(client: TestClient) -> None:
-    response = client.get("/jobs", params={"cursor": "not-a-cursor"})
-    assert response.status_code == 422
-    assert response.json()["error"]["details"][0]["field"] == "query.cursor"
+def test_a_cursor_is_accepted_exactly_when_it_has_the_documented_form(
+    client: TestClient,
+) -> None:
+    job = client.post("/jobs", json={"type": "echo"}).json()
+    documented = client.get("/openapi.json").json()["paths"]["/jobs"]["get"]["parameters"]
+    pattern = next(p for p in documented if p["name"] == "cursor")["schema"]["anyOf"][0]["pattern"]
+
+    # Any string of the form is a position: before every job, after every job.
+    for cursor, ids in (("0" * 48, []), ("9" * 16 + "f" * 32, [job["id"]])):
+        assert re.fullmatch(pattern, cursor)
+        page = client.get("/jobs", params={"cursor": cursor})
+        assert page.status_code == 200, page.text
+        assert [item["id"] for item in page.json()["items"]] == ids
+    for cursor in ("not-a-cursor", "0" * 47):
+        assert not re.fullmatch(pattern, cursor)
+        response = client.get("/jobs", params={"cursor": cursor})
+        assert response.status_code == 422
+        assert response.json()["error"]["details"][0]["field"] == "query.cursor"
+
+
+def test_links_lead_from_a_created_job_to_reading_it_and_from_a_page_to_the_next(
+    client: TestClient,
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    create_links = paths["/jobs"]["post"]["responses"]["201"]["links"]
+    assert create_links["GetJob"]["operationId"] == paths["/jobs/{job_id}"]["get"]["operationId"]
+    page_links = paths["/jobs"]["get"]["responses"]["200"]["links"]
+    assert page_links["NextPage"]["operationId"] == paths["/jobs"]["get"]["operationId"]
+
+    # Following them as written: $response.body#/id and #/next_cursor.
+    created = client.post("/jobs", json={"type": "echo"}).json()
+    client.post("/jobs", json={"type": "echo"})
+    assert client.get(f"/jobs/{created['id']}").json() == created
+    first = client.get("/jobs", params={"limit": 1}).json()
+    second = client.get("/jobs", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    assert [item["id"] for item in second["items"]] == [created["id"]]

@@ -14,8 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 from starlette.types import Scope
 
 from servicekit.errors import DependencyUnavailable
@@ -110,6 +112,35 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at the request's path, and OPTIONS (answered here)."""
+    methods = {"OPTIONS"}
+    path = request.url.path
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.path and route.methods and compile_path(route.path)[0].match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def _method_not_allowed(request: Request, error: Exception) -> Response:
+    """405 with an ``Allow`` naming every method of the path; OPTIONS answered with that list.
+
+    Starlette's router names only the methods of the first route whose path matched
+    (``POST /jobs`` and ``GET /jobs`` are two routes), and it has no OPTIONS answer of its own:
+    both arrive here as a 405.
+    """
+    allow = {"Allow": _allowed_methods(request)}
+    if request.method == "OPTIONS":
+        return Response(status_code=204, headers=allow)
+    return error_response(
+        request.scope,
+        405,
+        "method_not_allowed",
+        f"{request.method} is not allowed here; allowed: {allow['Allow']}",
+        headers=allow,
+    )
+
+
 def _printable(text: str) -> str:
     # A location can hold a client's key ({"\ud800": 1} as an unexpected field): a lone
     # surrogate there would make the error response itself fail to encode.
@@ -151,5 +182,6 @@ def install_error_handlers(app: FastAPI) -> None:
     """Answer every handled error in the one shape (unhandled ones: RequestContext)."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(405, _method_not_allowed)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DependencyUnavailable, _dependency_unavailable)

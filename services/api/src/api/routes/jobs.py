@@ -17,13 +17,13 @@ from fastapi import APIRouter, Header, Query, Response
 from api.core.errors import ApiError
 from api.core.runtime import Runtime
 from api.core.security import Principal
-from api.deps import Reader, RuntimeDep, Writer
+from api.deps import AuthenticatedRoute, Reader, RuntimeDep, Writer
 from api.models import JobCreate, error_responses
 from jobs import repository
 from servicekit import aws
 from servicekit.errors import DependencyUnavailable
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=AuthenticatedRoute)
 
 _log = logging.getLogger(__name__)
 
@@ -40,15 +40,30 @@ IdempotencyKey = Annotated[
 ]
 
 
+# OpenAPI links: how a client (and a stateful tester) goes from one answer to the next request.
+_READ_THE_JOB = {
+    "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/id"}}
+}
+_NEXT_PAGE = {
+    "NextPage": {
+        "operationId": "list_jobs",
+        "description": "the next page while `next_cursor` is not null (with the same `status`)",
+        "parameters": {"cursor": "$response.body#/next_cursor"},
+    }
+}
+
+
 @router.post(
     "",
+    operation_id="create_job",
     status_code=201,
     responses={
         200: {
             "model": repository.Job,
             "description": "Replay: the job this Idempotency-Key created",
+            "links": _READ_THE_JOB,
         },
-        201: {"description": "Job created and queued"},
+        201: {"description": "Job created and queued", "links": _READ_THE_JOB},
         **error_responses(401, 403, 409, 413, 422, 503),
     },
 )
@@ -141,7 +156,7 @@ def _readable_owner(caller: Principal) -> str | None:
     return None if caller.is_admin else caller.subject
 
 
-@router.get("/{job_id}", responses=error_responses(401, 403, 404, 422, 503))
+@router.get("/{job_id}", operation_id="get_job", responses=error_responses(401, 403, 404, 422, 503))
 def get_job(job_id: UUID, runtime: RuntimeDep, caller: Reader) -> repository.Job:
     with runtime.database.connection() as conn:
         job = repository.get(conn, job_id, owner=_readable_owner(caller))
@@ -150,7 +165,11 @@ def get_job(job_id: UUID, runtime: RuntimeDep, caller: Reader) -> repository.Job
     return job
 
 
-@router.get("", responses=error_responses(401, 403, 422, 503))
+@router.get(
+    "",
+    operation_id="list_jobs",
+    responses={200: {"links": _NEXT_PAGE}, **error_responses(401, 403, 422, 503)},
+)
 def list_jobs(
     runtime: RuntimeDep,
     caller: Reader,
@@ -158,27 +177,16 @@ def list_jobs(
         repository.JobStatus | None, Query(description="only jobs in this status")
     ] = None,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+        str | None,
+        Query(
+            pattern=repository.CURSOR_PATTERN,
+            description="`next_cursor` of the previous page (opaque: pass it back as given)",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> repository.JobPage:
     """Jobs newest first, one page at a time (keyset pagination: stable under inserts)."""
-    try:
-        with runtime.database.connection() as conn:
-            page = repository.list_jobs(
-                conn, status=status, limit=limit, cursor=cursor, owner=_readable_owner(caller)
-            )
-    except repository.InvalidCursor:
-        raise ApiError(
-            422,
-            "validation_error",
-            "invalid request: query.cursor",
-            details=[
-                {
-                    "field": "query.cursor",
-                    "message": "not a cursor this API gave",
-                    "type": "value_error",
-                }
-            ],
-        ) from None
-    return page
+    with runtime.database.connection() as conn:
+        return repository.list_jobs(
+            conn, status=status, limit=limit, cursor=cursor, owner=_readable_owner(caller)
+        )
