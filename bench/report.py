@@ -259,6 +259,19 @@ def api_rows() -> list[Row]:
             f"p99 < 5x p50: {verdict(tail < 5)}",
         ),
     ]
+    # Authentication's cost: the same app with the token check taken out (bench/unauthenticated.py).
+    for path in ("GET /jobs/{id}", "POST /jobs"):
+        cost = figure("api", path, "rps")["median"] / figure("noauth", path, "rps")["median"]
+        rows.append(
+            Row(
+                "API",
+                f"`{path}` requests/s, bearer token verified",
+                spread(figure("api", path, "rps")),
+                f"authentication taken out {spread(figure('noauth', path, 'rps'))}",
+                f"{cost:.2f}x",
+                f">= 0.9x (verification under 10%): {verdict(cost >= 0.9)}",
+            )
+        )
     errors = sum(r["errors"] for r in runs if r["server"] == "api")
     if errors:
         rows.append(Row("API", "failed requests (non-2xx, socket errors)", f"{errors:.0f}"))

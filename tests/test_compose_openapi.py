@@ -108,7 +108,10 @@ def test_a_client_generated_from_the_document_creates_reads_and_lists_jobs(
     headers = {"Authorization": f"Bearer {suite.token('generated-client')}"}
 
     method, path, create = operations["create_job"]
-    body = models.JobCreate(type=models.JobType.echo, payload={"from": "a generated client"})
+    # The request body is the document's union of job types, discriminated by type.
+    body = models.JobCreate(
+        models.EchoJob(type="echo", payload=models.EchoPayload({"from": "a generated client"}))
+    )
     response = suite.api.request(
         method,
         path,

@@ -40,13 +40,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     JsonValue,
     RootModel,
+    TypeAdapter,
     ValidationError,
     create_model,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError
 
 from jobs.repository import NUL_FREE_PATTERN, NulFreeStr, StorableJson, storable_payload
 
@@ -303,22 +306,31 @@ def _as_sent(problem: Any, names: str) -> InitErrorDetails:
 class EchoPayload(BaseModel):
     """Any JSON object (nested at most 32 levels, no NUL characters): the result is the payload."""
 
-    # The schema states what jsonb stores (no NUL in keys or strings), so a client generated from
-    # it, or a checker, never sends a payload that only the database would refuse.
-    model_config = ConfigDict(
-        extra="allow", json_schema_extra={"propertyNames": {"pattern": NUL_FREE_PATTERN}}
-    )
-    __pydantic_extra__: dict[str, StorableJson]
+    model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # The schema states what jsonb stores (no NUL in keys or strings), so a client generated
+        # from it, or a checker, never sends a payload only the database would refuse. Only
+        # described: storable_payload validates (iteratively, with the depth limit).
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        target["additionalProperties"] = handler(TypeAdapter(StorableJson).core_schema)
+        target["propertyNames"] = {"pattern": NUL_FREE_PATTERN}
+        return schema
 
 
 class SleepPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: what the schema calls a number or a boolean is one (no "1" or 0 for true).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     seconds: float = Field(ge=0, le=3600, description="how long the job waits")
 
 
 class FailPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: NulFreeStr = Field(default="the fail job type always fails", max_length=200)
     retryable: bool = Field(
