@@ -178,7 +178,8 @@ def test_a_refresh_never_holds_the_caller_while_parameter_store_hangs(
         started = time.monotonic()
         for _ in range(100):
             assert flags.get().new_checkout is True
-        assert time.monotonic() - started < 0.5
+        # Not one read's wait: the re-read runs beside the callers.
+        assert time.monotonic() - started < BUDGET.read_timeout
 
 
 def refreshed(flags: FeatureFlags[Flags], seen: Callable[[Flags], bool]) -> None:

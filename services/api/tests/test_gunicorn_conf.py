@@ -255,9 +255,7 @@ def test_a_database_outage_is_503_until_it_recovers_by_itself(
         cluster.stop()
         assert server.get("/health").status_code == 200
         wait_until(lambda: server.answers("/ready", 503), 20, "/ready 503")
-        checks = server.get("/ready").json()["checks"]
-        assert checks["sqs"] == "ok"
-        assert checks["database"] != "ok"
+        assert server.get("/ready").json()["checks"]["database"] != "ok"
         refused = httpx.post(server.url + "/jobs", json={"type": "echo"}, timeout=30)
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "5"

@@ -29,16 +29,11 @@ def test_health_refuses_other_methods_in_the_error_shape(client: TestClient) -> 
 def test_ready_reports_every_check(client: TestClient) -> None:
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "sqs": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
 
 
-def test_ready_names_the_failing_check(client: TestClient, api_env: Any) -> None:
+def test_ready_does_not_depend_on_sqs(client: TestClient, api_env: Any) -> None:
+    # Jobs are accepted into the outbox while SQS is gone: no reason to take the task out.
     aws.client("sqs").delete_queue(QueueUrl=api_env.queue_url)
-    response = client.get("/ready")
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "fail"
-    assert body["checks"]["database"] == "ok"
-    assert (
-        "QueueDoesNotExist" in body["checks"]["sqs"] or "NonExistentQueue" in body["checks"]["sqs"]
-    )
+    assert client.get("/ready").json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert client.post("/jobs", json={"type": "echo"}).status_code == 201

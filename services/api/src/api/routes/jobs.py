@@ -1,4 +1,4 @@
-"""``/jobs``: create a job (stored, then queued on SQS), read one, list them."""
+"""``/jobs``: create a job (stored; the outbox relay queues it on SQS), read one, list them."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ import logging
 from typing import Annotated
 from uuid import UUID
 
-from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Header, Query, Response
 
 from api.core.errors import ApiError
-from api.core.runtime import Runtime
 from api.deps import RuntimeDep
 from api.models import JobCreate, error_responses
 from jobs import repository
-from servicekit import aws
-from servicekit.errors import DependencyUnavailable
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -42,7 +38,7 @@ IdempotencyKey = Annotated[
             "model": repository.Job,
             "description": "Replay: the job this Idempotency-Key created",
         },
-        201: {"description": "Job created and queued"},
+        201: {"description": "Job stored; its SQS message follows (``enqueued_at`` once sent)"},
         **error_responses(409, 413, 422, 503),
     },
 )
@@ -52,12 +48,11 @@ def create_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> repository.Job:
-    """Store the job, then send its SQS message.
+    """Store the job; the outbox relay sends its SQS message (201: the job resource exists).
 
-    The job is committed before its message is sent, so a worker never receives an id it cannot
-    read. If the send fails the job is still accepted: it stays ``queued`` with its outbox marker
-    unset and the scheduler's outbox sweep sends it. 503 ``intake_paused`` while the
-    ``accept_jobs`` feature flag is off.
+    The request commits the job and nothing else: no AWS call, so it answers as fast while SQS is
+    unreachable. A trigger wakes the relay, which sends the message and sets ``enqueued_at`` (see
+    ``jobs.outbox``). 503 ``intake_paused`` while the ``accept_jobs`` feature flag is off.
     """
     if not runtime.flags.get().accept_jobs:
         raise ApiError(
@@ -79,33 +74,9 @@ def create_job(
     job = created.job
     if created.created:
         _log.info("job %s accepted", job.id, extra={"job_id": str(job.id), "job_type": job.type})
-        job = _enqueue(runtime, job)
     response.status_code = 201 if created.created else 200
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
-
-
-def _enqueue(runtime: Runtime, job: repository.Job) -> repository.Job:
-    """Send the job's message and set its outbox marker; a failure leaves it to the sweep.
-
-    Returns the job as it now is (``enqueued_at`` set when the send went through).
-    """
-    try:
-        aws.client("sqs").send_message(
-            QueueUrl=runtime.settings.queue_url, MessageBody=repository.message_body(job)
-        )
-    except (BotoCoreError, ClientError) as error:
-        reason = aws.describe_error(error, service="sqs", resource=runtime.settings.queue_url)
-        _log.warning("job %s left for the outbox sweep: %s", job.id, reason)
-        return job
-    try:
-        with runtime.database.connection() as conn:
-            repository.mark_enqueued(conn, job.id)
-            return repository.get(conn, job.id) or job
-    except DependencyUnavailable as error:
-        # The message is out; the sweep will send it again and the worker ignores the repeat.
-        _log.warning("job %s sent but not marked enqueued: %s", job.id, error)
-        return job
 
 
 @router.get("/{job_id}", responses=error_responses(404, 422, 503))
