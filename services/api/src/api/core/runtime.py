@@ -2,9 +2,10 @@
 
 Built by the app's lifespan, so once per gunicorn worker and after fork: settings (env,
 Parameter Store, the database secret), the log level, tracing, the database pool, the feature
-flags, the readiness checks and the outbox relay (the thread that sends the jobs' SQS messages). Settings that do not load stop the worker with the error listing
-every problem (gunicorn then exits: ECS shows the reason and the deployment circuit breaker rolls
-back) rather than serving half-configured.
+flags, the readiness checks and the outbox relay (the thread that sends the jobs' SQS
+messages). Settings that do not load stop the worker with the error listing every problem
+(gunicorn then exits: ECS shows the reason and the deployment circuit breaker rolls back) rather
+than serving half-configured.
 """
 
 from __future__ import annotations
