@@ -1,23 +1,35 @@
 """The compose init step: what Terraform-less local AWS and the database need before the services.
 
-Run once per ``docker compose up`` (the ``init`` service, in the api image): creates the jobs
-queue and its dead-letter queue with the redrive policy from the worker's spec, the Parameter
-Store parameters and feature flags, the application's database role and the Secrets Manager
-secret holding its credentials (RDS format), then applies the migrations. Every step is
+Run once per ``docker compose up`` (the ``init`` service, in the scheduler image): creates the
+jobs queue and its dead-letter queue with the redrive policy from the worker's spec, the
+Parameter Store parameters and feature flags, the application's database role and the Secrets
+Manager secret holding its credentials (RDS format), then applies the migrations. Every step is
 idempotent, so ``up`` twice works and keeps the data.
+
+``--watch SECONDS`` (the ``moto-reinit`` service) then keeps going: moto holds everything in
+memory, so a restart of the emulator loses every queue, parameter, secret and message. Every
+SECONDS it checks that a parameter of the init step still exists; when it is gone, it applies
+the init step again and puts the jobs whose messages were lost (sent, not finished) back in the
+outbox, so the suite recovers by itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 
+from jobs import repository
 from jobs.migrations import upgrade
 from servicekit import aws
 from servicekit.logging import configure_logging
@@ -27,10 +39,14 @@ APP = os.environ["APP_NAME"]
 ENV = os.environ["APP_ENV"]
 
 # Local defaults of what Parameter Store holds in AWS (infra/ creates the same names there).
+SENTINEL = f"/{APP}/{ENV}/shared/log_level"  # gone: the emulator lost its state
 PARAMETERS = {
-    f"/{APP}/{ENV}/shared/log_level": "INFO",
+    SENTINEL: "INFO",
     f"/{APP}/{ENV}/api/flags/accept_jobs": "true",
 }
+RESEND_BATCH = 1000
+
+log = logging.getLogger("bootstrap")
 
 
 def queues() -> dict[str, str]:
@@ -114,12 +130,62 @@ def database() -> str:
     return f"host={host} port={port} dbname={dbname} user={role} password={password}"
 
 
-def main() -> int:
-    configure_logging(service="init", env=ENV)
+def bootstrap() -> str:
+    """Every step, in order; the application's conninfo."""
     urls = queues()
     parameters()
-    upgrade(database())
-    logging.getLogger("bootstrap").info("bootstrap done: queues %s", ", ".join(urls.values()))
+    conninfo = database()
+    upgrade(conninfo)
+    log.info("bootstrap done: queues %s", ", ".join(urls.values()))
+    return conninfo
+
+
+def emulator_lost_its_state() -> bool:
+    """The sentinel parameter is gone (False while the emulator does not answer at all)."""
+    try:
+        aws.client("ssm").get_parameter(Name=SENTINEL)
+    except ClientError as error:
+        return error.response.get("Error", {}).get("Code") == "ParameterNotFound"
+    except BotoCoreError:
+        return False
+    return False
+
+
+def resend_lost_messages(conninfo: str) -> int:
+    """Every job sent but not finished back to the outbox: its message died with the emulator."""
+    resent = 0
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while True:
+            batch = repository.resend_lost(conn, older_than=timedelta(0), limit=RESEND_BATCH)
+            resent += len(batch)
+            if len(batch) < RESEND_BATCH:
+                return resent
+
+
+def watch(conninfo: str, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        if emulator_lost_its_state():
+            log.warning("the AWS emulator lost its state (restarted?): applying the init again")
+            try:
+                conninfo = bootstrap()
+            except (BotoCoreError, ClientError, psycopg.Error) as error:
+                log.warning("init not applied yet, retrying: %s", error)
+                continue
+            log.info("%d job(s) whose message was lost are back in the outbox",
+                     resend_lost_messages(conninfo))  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="then re-apply whenever moto restarted"
+    )
+    args = parser.parse_args(argv)
+    configure_logging(service="init", env=ENV)
+    conninfo = bootstrap()
+    if args.watch:
+        watch(conninfo, args.watch)
     return 0
 
 
