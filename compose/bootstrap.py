@@ -45,6 +45,8 @@ PARAMETERS = {
     f"/{APP}/{ENV}/api/flags/accept_jobs": "true",
 }
 RESEND_BATCH = 1000
+# Touched on every check: moto-reinit's health check reads it (the container's own tmpfs).
+HEARTBEAT = Path("/tmp/watching")  # noqa: S108
 
 log = logging.getLogger("bootstrap")
 
@@ -164,6 +166,7 @@ def resend_lost_messages(conninfo: str) -> int:
 
 def watch(conninfo: str, interval: float) -> None:
     while True:
+        HEARTBEAT.touch()
         time.sleep(interval)
         if emulator_lost_its_state():
             log.warning("the AWS emulator lost its state (restarted?): applying the init again")

@@ -175,6 +175,11 @@ class Relay:
         except (DependencyUnavailable, psycopg.Error) as error:
             self._failed(f"database: {error}")
             return False
+        except Exception:
+            # A bug must not end the thread: the jobs would wait for the sweep alone.
+            _log.exception("outbox relay: pass failed")
+            self._failures += 1
+            return False
         if outcome.problems:
             self._failed("; ".join(outcome.problems[:3]))
             return False
