@@ -47,6 +47,8 @@ PARAMETERS = {
 RESEND_BATCH = 1000
 # Touched on every check: moto-reinit's health check reads it (the container's own tmpfs).
 HEARTBEAT = Path("/tmp/watching")  # noqa: S108
+# A check answers in a few seconds even while moto is paused, so the heartbeat stays fresh.
+CHECK_BUDGET = aws.Budget(connect_timeout=1.0, read_timeout=2.0, max_attempts=1)
 
 log = logging.getLogger("bootstrap")
 
@@ -145,7 +147,7 @@ def bootstrap() -> str:
 def emulator_lost_its_state() -> bool:
     """The sentinel parameter is gone (False while the emulator does not answer at all)."""
     try:
-        aws.client("ssm").get_parameter(Name=SENTINEL)
+        aws.client("ssm", budget=CHECK_BUDGET).get_parameter(Name=SENTINEL)
     except ClientError as error:
         return error.response.get("Error", {}).get("Code") == "ParameterNotFound"
     except BotoCoreError:
