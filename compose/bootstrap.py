@@ -166,19 +166,29 @@ def resend_lost_messages(conninfo: str) -> int:
                 return resent
 
 
-def watch(conninfo: str, interval: float) -> None:
+def apply(*, lost: bool) -> str:
+    """The init step; when the emulator had ``lost`` its state, the lost messages' jobs resent.
+
+    Also at start-up: ``docker compose up`` of a project whose database volume survived starts a
+    fresh moto, whose queues hold none of the messages the jobs table says were sent.
+    """
+    conninfo = bootstrap()
+    if lost:
+        resent = resend_lost_messages(conninfo)
+        log.info("%d job(s) whose message was lost are back in the outbox", resent)
+    return conninfo
+
+
+def watch(interval: float) -> None:
     while True:
         HEARTBEAT.touch()
         time.sleep(interval)
         if emulator_lost_its_state():
             log.warning("the AWS emulator lost its state (restarted?): applying the init again")
             try:
-                conninfo = bootstrap()
+                apply(lost=True)
             except (BotoCoreError, ClientError, psycopg.Error) as error:
                 log.warning("init not applied yet, retrying: %s", error)
-                continue
-            log.info("%d job(s) whose message was lost are back in the outbox",
-                     resend_lost_messages(conninfo))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,9 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging(service="init", env=ENV)
-    conninfo = bootstrap()
+    # A moto without the init's parameter but a database with jobs: a fresh emulator.
+    apply(lost=emulator_lost_its_state())
     if args.watch:
-        watch(conninfo, args.watch)
+        watch(args.watch)
     return 0
 
 
