@@ -7,9 +7,12 @@ threads and connections:
 
 - ``GET /health``: the API answers it in a pure ASGI layer in front of FastAPI; the bare app
   with a Starlette route. Target: the API at least 0.8 of the bare app's requests/s.
-- ``POST /jobs``: the API validates the body, inserts the job into PostgreSQL, sends its SQS
-  message (moto, in this process) and marks it enqueued; the bare app parses the JSON and
-  answers 201 (the framework's floor, no I/O). Target: the API's p99 under 5x its p50.
+- ``POST /jobs``: the API validates the body and commits the job to PostgreSQL (its outbox relay
+  sends the SQS message to moto, in this process, off the request path); the bare app parses the
+  JSON and answers 201 (the framework's floor, no I/O). Target: the API's p99 under 5x its p50.
+- ``POST /jobs, SQS unreachable``: the same against the API alone while its AWS endpoint is
+  black-holed (:class:`Valve`: connections accepted, nothing answered, as with a paused moto).
+  Target: p99 within 2 s, and the latency beside the same round's SQS-up run.
 - authentication: ``POST /jobs`` and ``GET /jobs/{id}`` with a bearer token (``api``) beside the
   same app with authentication taken out (``noauth``, bench/unauthenticated.py), same run. The
   token comes from the local issuer (in this process); the API verifies it on every request
@@ -29,8 +32,10 @@ import json
 import os
 import platform
 import re
+import selectors
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +67,7 @@ JOB = {"type": "echo", "payload": {"n": 1}}
 # The API's gunicorn settings (api.serve.GUNICORN_ARGS). Not imported: run as a script, this file
 # is the module `api` and hides the service's package of that name.
 GUNICORN_CONFIG = "python:api.gunicorn_conf"
+UNREACHABLE = "POST /jobs, SQS unreachable"
 
 
 async def _bare_health(_: Request) -> JSONResponse:
@@ -152,6 +158,56 @@ class Server:
             self.process.wait()
 
 
+class Valve:
+    """A TCP relay to ``target``; closed, it black-holes: connections accepted, bytes held.
+
+    Between the API and moto, so "SQS unreachable" is a real network fault (read timeouts, not
+    refused connections) and moto keeps its state. Open again, held bytes flow on.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.open = threading.Event()
+        self.open.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        with client, socket.create_connection(self.target) as upstream:
+            selector = selectors.DefaultSelector()
+            selector.register(client, selectors.EVENT_READ, upstream)
+            selector.register(upstream, selectors.EVENT_READ, client)
+            while True:
+                self.open.wait()
+                for key, _ in selector.select(timeout=0.5):
+                    self.open.wait()  # closed meanwhile: hold what arrived
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@contextlib.contextmanager
+def black_holed(valve: Valve) -> Iterator[None]:
+    valve.open.clear()
+    try:
+        yield
+    finally:
+        valve.open.set()
+
+
 @contextlib.contextmanager
 def draining(queue_url: str) -> Iterator[None]:
     """Delete the queue's messages as they arrive, so moto's SendMessage stays fast."""
@@ -181,9 +237,9 @@ def draining(queue_url: str) -> Iterator[None]:
         thread.join()
 
 
-def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str, Issuer]:
+def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str, Issuer, Valve]:
     """moto, PostgreSQL with the jobs schema, the token issuer; the API's environment, its queue
-    URL and the issuer."""
+    URL, the issuer, and the valve between the API and moto."""
     port = free_port()
     issuer = stack.enter_context(
         serving(Issuer(IssuerConfig(url=f"http://127.0.0.1:{port}")), port)
@@ -193,6 +249,8 @@ def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str, 
     stack.callback(moto.stop)
     environ = fake_aws_environment(moto.endpoint_url)
     os.environ.update(environ)
+    valve = Valve(("127.0.0.1", moto.port))
+    stack.callback(valve.close)
     cluster = PostgresCluster()
     stack.callback(cluster.destroy)
     cluster.start()
@@ -212,8 +270,10 @@ def backing_services(stack: contextlib.ExitStack) -> tuple[dict[str, str], str, 
         "AUTH__ISSUER": issuer.config.url,
         "AUTH__AUDIENCES": json.dumps([issuer.config.client_id]),
         **database.verify_full_env(),
+        # The API reaches moto through the valve only (the drain thread, directly).
+        "AWS_ENDPOINT_URL": valve.url,
     }
-    return environ, queue_url, issuer
+    return environ, queue_url, issuer, valve
 
 
 def summary(runs: list[Run]) -> dict[str, Any]:
@@ -233,6 +293,18 @@ def _fmt(figure: tuple[float, float, float], digits: int) -> str:
     return f"{median:>9.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
+def record(
+    runs: dict[tuple[str, str], list[Run]], round_number: int, name: str, path: str, run: Run
+) -> None:
+    runs.setdefault((name, path), []).append(run)
+    print(
+        f"round {round_number} {name:>4} {path:<29} "
+        f"{run.requests_per_second:>9.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+        f"p99 {run.p99_ms:7.2f} ms  errors {run.errors}",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
@@ -246,7 +318,7 @@ def main() -> int:
         return 2
 
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
-        environ, queue_url, issuer = backing_services(stack)
+        environ, queue_url, issuer, valve = backing_services(stack)
         # Every request carries the token; the noauth app never looks at it.
         authorization = f"Bearer {issuer.mint('bench', ['jobs:read', 'jobs:write'])}"
         post = Path(scratch) / "post.lua"
@@ -289,13 +361,12 @@ def main() -> int:
                     url = server.url + target
                     with draining(queue_url):
                         run = wrk(url, duration=args.duration, script=script, **load)
-                    runs.setdefault((name, path), []).append(run)
-                    print(
-                        f"round {round_number} {name:>6} {path:<14} "
-                        f"{run.requests_per_second:>9.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
-                        f"p99 {run.p99_ms:7.2f} ms  errors {run.errors}",
-                        flush=True,
-                    )
+                    record(runs, round_number, name, path, run)
+            # The API alone while SQS does not answer, right after the same round's SQS-up run.
+            url = servers["api"].url + "/jobs"
+            with black_holed(valve):
+                run = wrk(url, duration=args.duration, script=post, **load)
+            record(runs, round_number, "api", UNREACHABLE, run)
 
     setting = (
         f"{platform.python_implementation()} {platform.python_version()}, "
@@ -322,11 +393,11 @@ def main() -> int:
             ],
         }
         args.json.write_text(json.dumps(document, indent=2))
-    print(f"{'':6} {'':14} {'req/s':>22} {'p50 ms':>22} {'p99 ms':>22}  errors")
+    print(f"{'':4} {'':29} {'req/s':>22} {'p50 ms':>22} {'p99 ms':>22}  errors")
     figures = {key: summary(value) for key, value in runs.items()}
     for (name, path), figure in figures.items():
         print(
-            f"{name:>6} {path:<14} {_fmt(figure['rps'], 0):>22} {_fmt(figure['p50'], 2):>22} "
+            f"{name:>4} {path:<29} {_fmt(figure['rps'], 0):>22} {_fmt(figure['p50'], 2):>22} "
             f"{_fmt(figure['p99'], 2):>22}  {figure['errors']}"
         )
 
@@ -337,7 +408,9 @@ def main() -> int:
         f"\nGET /health  api / bare requests/s: {health:.2f}  (target >= 0.80)\n"
         f"POST /jobs   api p99 / p50: {jobs['p99'][0] / jobs['p50'][0]:.2f}  (target < 5)\n"
         f"POST /jobs   api / bare requests/s: {jobs['rps'][0] / floor['rps'][0]:.3f}  "
-        "(bare: no database, no SQS)"
+        "(bare: no database, no SQS)\n"
+        f"POST /jobs   api p99 with SQS unreachable: {figures[('api', UNREACHABLE)]['p99'][0]:.1f}"
+        f" ms (target < 2000; SQS up: {jobs['p99'][0]:.1f} ms)"
     )
     for path in ("POST /jobs", "GET /jobs/{id}"):
         ratio = figures[("api", path)]["rps"][0] / figures[("noauth", path)]["rps"][0]

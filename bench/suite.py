@@ -25,7 +25,8 @@ __all__ = ["ROOT", "SERVICES", "Suite", "docker", "running_suite"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("api", "worker", "scheduler")
-PROJECT = "ecs-suite-bench"
+# Overridable so two checkouts on one machine can bench at once.
+PROJECT = os.environ.get("BENCH_PROJECT", "ecs-suite-bench")
 FILES = ("docker-compose.yml", "bench/compose.bench.yml")
 # Names docker-compose.yml gives the application (APP_NAME, APP_ENV) and its queue.
 APP = "suite"

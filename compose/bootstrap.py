@@ -1,25 +1,37 @@
 """The compose init step: what Terraform-less local AWS and the database need before the services.
 
-Run once per ``docker compose up`` (the ``init`` service, in the api image): creates the jobs
-queue and its dead-letter queue with the redrive policy from the worker's spec, the Parameter
-Store parameters and feature flags, the application's database role and the Secrets Manager
-secret holding its credentials (RDS format), then applies the migrations. Every step is
+Run once per ``docker compose up`` (the ``init`` service, in the scheduler image): creates the
+jobs queue and its dead-letter queue with the redrive policy from the worker's spec, the
+Parameter Store parameters and feature flags, the application's database role and the Secrets
+Manager secret holding its credentials (RDS format), then applies the migrations. Every step is
 idempotent, so ``up`` twice works and keeps the data. Its connections verify the server's TLS as
 the services do (``DATABASE__SSLMODE``, ``DATABASE__SSLROOTCERT``).
+
+``--watch SECONDS`` (the ``moto-reinit`` service) then keeps going: moto holds everything in
+memory, so a restart of the emulator loses every queue, parameter, secret and message. Every
+SECONDS it checks that a parameter of the init step still exists; when it is gone, it applies
+the init step again and puts the jobs whose messages were lost (sent, not finished) back in the
+outbox, so the suite recovers by itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from jobs import repository
 from jobs.migrations import upgrade
 from servicekit import aws
 from servicekit.logging import configure_logging
@@ -29,10 +41,18 @@ APP = os.environ["APP_NAME"]
 ENV = os.environ["APP_ENV"]
 
 # Local defaults of what Parameter Store holds in AWS (infra/ creates the same names there).
+SENTINEL = f"/{APP}/{ENV}/shared/log_level"  # gone: the emulator lost its state
 PARAMETERS = {
-    f"/{APP}/{ENV}/shared/log_level": "INFO",
+    SENTINEL: "INFO",
     f"/{APP}/{ENV}/api/flags/accept_jobs": "true",
 }
+RESEND_BATCH = 1000
+# Touched on every check: moto-reinit's health check reads it (the container's own tmpfs).
+HEARTBEAT = Path("/tmp/watching")  # noqa: S108
+# A check answers in a few seconds even while moto is paused, so the heartbeat stays fresh.
+CHECK_BUDGET = aws.Budget(connect_timeout=1.0, read_timeout=2.0, max_attempts=1)
+
+log = logging.getLogger("bootstrap")
 
 
 def queues() -> dict[str, str]:
@@ -121,12 +141,74 @@ def database() -> str:
     return make_conninfo(host=host, port=port, dbname=dbname, user=role, password=password, **tls)
 
 
-def main() -> int:
-    configure_logging(service="init", env=ENV)
+def bootstrap() -> str:
+    """Every step, in order; the application's conninfo."""
     urls = queues()
     parameters()
-    upgrade(database())
-    logging.getLogger("bootstrap").info("bootstrap done: queues %s", ", ".join(urls.values()))
+    conninfo = database()
+    upgrade(conninfo)
+    log.info("bootstrap done: queues %s", ", ".join(urls.values()))
+    return conninfo
+
+
+def emulator_lost_its_state() -> bool:
+    """The sentinel parameter is gone (False while the emulator does not answer at all)."""
+    try:
+        aws.client("ssm", budget=CHECK_BUDGET).get_parameter(Name=SENTINEL)
+    except ClientError as error:
+        return error.response.get("Error", {}).get("Code") == "ParameterNotFound"
+    except BotoCoreError:
+        return False
+    return False
+
+
+def resend_lost_messages(conninfo: str) -> int:
+    """Every job sent but not finished back to the outbox: its message died with the emulator."""
+    resent = 0
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while True:
+            batch = repository.resend_lost(conn, older_than=timedelta(0), limit=RESEND_BATCH)
+            resent += len(batch)
+            if len(batch) < RESEND_BATCH:
+                return resent
+
+
+def apply(*, lost: bool) -> str:
+    """The init step; when the emulator had ``lost`` its state, the lost messages' jobs resent.
+
+    Also at start-up: ``docker compose up`` of a project whose database volume survived starts a
+    fresh moto, whose queues hold none of the messages the jobs table says were sent.
+    """
+    conninfo = bootstrap()
+    if lost:
+        resent = resend_lost_messages(conninfo)
+        log.info("%d job(s) whose message was lost are back in the outbox", resent)
+    return conninfo
+
+
+def watch(interval: float) -> None:
+    while True:
+        HEARTBEAT.touch()
+        time.sleep(interval)
+        if emulator_lost_its_state():
+            log.warning("the AWS emulator lost its state (restarted?): applying the init again")
+            try:
+                apply(lost=True)
+            except (BotoCoreError, ClientError, psycopg.Error) as error:
+                log.warning("init not applied yet, retrying: %s", error)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="then re-apply whenever moto restarted"
+    )
+    args = parser.parse_args(argv)
+    configure_logging(service="init", env=ENV)
+    # A moto without the init's parameter but a database with jobs: a fresh emulator.
+    apply(lost=emulator_lost_its_state())
+    if args.watch:
+        watch(args.watch)
     return 0
 
 

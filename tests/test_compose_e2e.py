@@ -12,8 +12,8 @@ import pytest
 
 from servicekit.testing import wait_until
 
-if TYPE_CHECKING:  # the harness: tests/conftest.py (pytest loads it; it is not a package)
-    from conftest import Suite
+if TYPE_CHECKING:
+    from compose_suite import Suite
 
 SERVICES = ("api", "worker", "scheduler")
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-if TYPE_CHECKING:  # the harness: tests/conftest.py (pytest loads it; it is not a package)
-    from conftest import Suite
+if TYPE_CHECKING:
+    from compose_suite import Suite
 
 pytestmark = pytest.mark.timeout(900)
 

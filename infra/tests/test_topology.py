@@ -493,6 +493,11 @@ def test_task_roles_are_least_privilege(assembly: Assembly) -> None:
     worker_actions = {action for s in worker for action in _list(s["Action"])}
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "ecs:UpdateTaskProtection"} <= worker_actions
     assert "sqs:SendMessage" not in worker_actions
+    # reconcile-dlq: the scheduler consumes the jobs queue's dead-letter queue, and only that.
+    scheduler = policy_statements(assembly, "scheduler", "TaskRole")
+    consumed = [s for s in scheduler if "sqs:DeleteMessage" in _list(s["Action"])]
+    assert len(consumed) == 1
+    assert "dlq" in json.dumps(consumed[0]["Resource"]).lower()
 
 
 def test_alarms_cover_5xx_unhealthy_hosts_queues_and_scheduler_runs(assembly: Assembly) -> None:

@@ -369,28 +369,96 @@ def test_duplicate_delivery_commits_the_handler_effect_once(conn: Conn, conninfo
     assert conn.execute("SELECT count(*) FROM effects").fetchone() == (1,)
 
 
-def test_outbox_sweep(conn: Conn, conninfo: str) -> None:
+def test_claims_keep_concurrent_senders_apart_without_a_lock_held(
+    conn: Conn, conninfo: str
+) -> None:
+    job, other_job = new_job(conn, n=1), new_job(conn, n=2)
+    claim = timedelta(seconds=30)
+
+    # The sweep's age filter leaves fresh jobs to the relays.
+    assert repository.claim_unsent(conn, claim_for=claim, older_than=timedelta(hours=1)) == []
+
+    claimed = repository.claim_unsent(conn, claim_for=claim, limit=1)  # committed (autocommit)
+    assert [message.job_id for message in claimed] == [job.id]
+    assert claimed[0].type == "echo"
+    # Another sender gets the rest, and no row stays locked while the first one sends.
+    with psycopg.connect(conninfo) as other:
+        assert [m.job_id for m in repository.claim_unsent(other, claim_for=claim)] == [other_job.id]
+    assert repository.claim_unsent(conn, claim_for=claim) == []
+
+    marked = repository.mark_enqueued(conn, [job.id])
+    assert [found.id for found in marked] == [job.id]
+    assert marked[0].enqueued_at is not None
+    assert repository.mark_enqueued(conn, [job.id]) == []  # once only
+
+    # A failed send gives its claim up: the next pass takes the job again.
+    assert repository.release_claims(conn, [other_job.id]) == 1
+    assert [m.job_id for m in repository.claim_unsent(conn, claim_for=claim)] == [other_job.id]
+
+
+def test_a_claim_that_runs_out_frees_the_job(conn: Conn) -> None:
     job = new_job(conn)
-    sent = new_job(conn)
-    assert repository.mark_enqueued(conn, sent.id)
-    assert not repository.mark_enqueued(conn, sent.id)
+    assert repository.claim_unsent(conn, claim_for=timedelta(seconds=30))
+    backdate(conn, job.id, "send_claimed_until", timedelta(minutes=1))  # the sender died
+    assert [m.job_id for m in repository.claim_unsent(conn, claim_for=timedelta(0))] == [job.id]
 
-    # The API gets its own time to send the message.
-    assert repository.pending_enqueue(conn, older_than=timedelta(hours=1)) == []
 
-    with psycopg.connect(conninfo) as sweeper, psycopg.connect(conninfo) as other:
-        pending = repository.pending_enqueue(sweeper, older_than=timedelta(0))
-        assert [found.id for found in pending] == [job.id]
-        # A concurrent sweep skips the rows the first one holds.
-        assert repository.pending_enqueue(other, older_than=timedelta(0)) == []
-        other.rollback()
-        assert repository.mark_enqueued(sweeper, job.id)
-        sweeper.commit()
+def test_every_job_that_needs_a_message_notifies_the_relays(conn: Conn, conninfo: str) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as listener:
+        listener.execute("LISTEN jobs_outbox")
 
-    assert repository.pending_enqueue(conn, older_than=timedelta(0)) == []
-    marked = repository.get(conn, job.id)
-    assert marked is not None
-    assert marked.enqueued_at is not None
+        def notified() -> int:
+            return sum(1 for _ in listener.notifies(timeout=0.5))
+
+        job = new_job(conn)
+        assert notified() == 1
+        repository.mark_enqueued(conn, [job.id])
+        repository.start(conn, job.id, lease=LEASE)
+        assert notified() == 0
+        backdate(conn, job.id, "lease_expires_at", timedelta(hours=2))
+        repository.requeue_stuck(conn, max_attempts={"echo": 5})
+        assert notified() == 1
+
+
+def test_resend_lost_puts_jobs_whose_message_is_gone_back_in_the_outbox(conn: Conn) -> None:
+    lost, lost_retry, recent, unsent, running = (new_job(conn, n=n) for n in range(5))
+    repository.mark_enqueued(conn, [lost.id, lost_retry.id, recent.id, running.id])
+    repository.start(conn, lost_retry.id, lease=LEASE)
+    repository.mark_failed(conn, lost_retry.id, "boom")
+    repository.start(conn, running.id, lease=LEASE)
+    for job in (lost, lost_retry, unsent, running):
+        backdate(conn, job.id, "updated_at", timedelta(hours=2))
+
+    resent = repository.resend_lost(conn, older_than=timedelta(hours=1))
+
+    assert {job.id for job in resent} == {lost.id, lost_retry.id}
+    assert all(job.status == JobStatus.QUEUED and job.enqueued_at is None for job in resent)
+    claimed = repository.claim_unsent(conn, claim_for=timedelta(seconds=30))
+    assert {m.job_id for m in claimed} == {lost.id, lost_retry.id, unsent.id}
+
+
+def test_redrive_dead_puts_chosen_dead_jobs_back(conn: Conn) -> None:
+    chosen, other_type, alive = new_job(conn, n=1), new_job(conn, n=2), new_job(conn, n=3)
+    conn.execute("UPDATE jobs SET type = 'sleep' WHERE id = %s", (other_type.id,))
+    for job in (chosen, other_type):
+        repository.start(conn, job.id, lease=LEASE)
+        repository.mark_dead(conn, job.id, "exhausted 5 attempts")
+
+    with pytest.raises(ValueError, match="needs job ids"):
+        repository.redrive_dead(conn)
+    by_type = repository.redrive_dead(conn, job_type="echo")
+    assert [job.id for job in by_type] == [chosen.id]
+    again = by_type[0]
+    assert (again.status, again.attempts, again.enqueued_at, again.finished_at) == (
+        JobStatus.QUEUED,
+        0,
+        None,
+        None,
+    )
+    assert again.error == "exhausted 5 attempts"  # why it died, until it runs again
+    # Only dead jobs move: ids of live ones are ignored.
+    redriven = repository.redrive_dead(conn, job_ids=[other_type.id, alive.id])
+    assert [job.id for job in redriven] == [other_type.id]
 
 
 def test_leases_are_renewed_in_one_statement(conn: Conn) -> None:
@@ -436,10 +504,9 @@ def test_requeue_stuck_takes_only_expired_leases(conn: Conn, conninfo: str) -> N
     assert by_id[exhausted.id].status == JobStatus.DEAD
     assert by_id[exhausted.id].error_code == "lease_expired"
     assert by_id[exhausted.id].error == "its worker stopped on each of 2 attempts"
-    # The outbox sweep sends the requeued job again once it has waited its turn.
-    backdate(conn, expired.id, "updated_at", timedelta(minutes=5))
-    pending = repository.pending_enqueue(conn, older_than=timedelta(minutes=1))
-    assert [job.id for job in pending] == [expired.id]
+    # The outbox sends the requeued job again.
+    pending = repository.claim_unsent(conn, claim_for=timedelta(seconds=30))
+    assert [message.job_id for message in pending] == [expired.id]
 
 
 def test_purge_finished(conn: Conn) -> None:

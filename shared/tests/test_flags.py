@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
 
 from servicekit import aws
-from servicekit.flags import FeatureFlags
-from servicekit.testing import MotoServer
+from servicekit.flags import BUDGET, FeatureFlags
+from servicekit.testing import MotoServer, wait_until
 
 SHARED = "/suite/test/shared/flags"
 SERVICE = "/suite/test/api/flags"
@@ -82,7 +85,7 @@ def test_every_page_of_both_paths_is_read(ssm: Any, clock: Clock) -> None:
     put(ssm, f"{SERVICE}/zz", "x")
     put(ssm, f"{SERVICE}/banner", "from the last page")
     calls: list[str] = []
-    ssm.meta.events.register(
+    aws.client("ssm", budget=BUDGET).meta.events.register(
         "before-call.ssm.GetParametersByPath", lambda **_: calls.append("call")
     )
 
@@ -101,7 +104,8 @@ def test_a_changed_flag_is_seen_after_the_ttl(ssm: Any, clock: Clock) -> None:
     clock.now += 20  # jitter shortens the TTL by at most 10 %: 27 s at the least
     assert flags.get().new_checkout is False
     clock.now += 11
-    assert flags.get() == Flags(new_checkout=True)  # batch_size back to its default
+    # The expired flags are served while the background read runs; then the new ones.
+    refreshed(flags, lambda found: found == Flags(new_checkout=True))  # batch_size: the default
 
 
 def test_an_invalid_value_keeps_the_previous_one_and_warns(
@@ -116,9 +120,15 @@ def test_an_invalid_value_keeps_the_previous_one_and_warns(
 
     put(ssm, f"{SERVICE}/batch_size", "25")
     clock.now += 31
-    assert flags.get().batch_size == 25
+    refreshed(flags, lambda found: found.batch_size == 25)
     put(ssm, f"{SERVICE}/batch_size", "lots")
     clock.now += 31
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="servicekit.flags"):
+        flags.get()
+        wait_until(
+            lambda: "lots" not in caplog.text and "batch_size" in caplog.text, 10, "a warning"
+        )
     assert flags.get() == Flags(batch_size=25, sample_rate=0.75)
 
 
@@ -132,12 +142,13 @@ def test_an_outage_serves_the_last_known_good_flags_and_warns(
     clock.now += 31
     with aws_env.outage(), caplog.at_level(logging.WARNING, logger="servicekit.flags"):
         assert flags.get().new_checkout is True
-    assert "last known good" in caplog.text
+        wait_until(lambda: "last known good" in caplog.text, 20, "the outage's warning")
+    assert flags.get().new_checkout is True
 
     # Back online: read again after the retry delay.
     put(ssm, f"{SERVICE}/new_checkout", "false")
     clock.now += 31
-    assert flags.get().new_checkout is False
+    refreshed(flags, lambda found: found.new_checkout is False)
 
 
 def test_flags_never_read_fall_back_to_defaults_during_an_outage(
@@ -149,7 +160,31 @@ def test_flags_never_read_fall_back_to_defaults_during_an_outage(
         assert flags.get() == Flags()
     assert "declared defaults" in caplog.text
     clock.now += 31
+    refreshed(flags, lambda found: found.new_checkout is True)
+
+
+def test_a_refresh_never_holds_the_caller_while_parameter_store_hangs(
+    ssm: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(ssm, f"{SERVICE}/new_checkout", "true")
+    flags = flags_for(clock)
     assert flags.get().new_checkout is True
+    # An endpoint that accepts connections and never answers: what a paused emulator or a
+    # black-holed network path looks like to botocore.
+    with socket.create_server(("127.0.0.1", 0)) as hole:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{hole.getsockname()[1]}")
+        aws.reset_clients()
+        clock.now += 31
+        started = time.monotonic()
+        for _ in range(100):
+            assert flags.get().new_checkout is True
+        # Not one read's wait: the re-read runs beside the callers.
+        assert time.monotonic() - started < BUDGET.read_timeout
+
+
+def refreshed(flags: FeatureFlags[Flags], seen: Callable[[Flags], bool]) -> None:
+    """Until the background re-read an expired ``get`` started brings what ``seen`` wants."""
+    wait_until(lambda: seen(flags.get()), 10, "the flags' background re-read")
 
 
 def test_every_flag_needs_a_default() -> None:

@@ -207,6 +207,8 @@ class ServiceStack(Stack):
             )
         for queue in spec.config.queues.values():
             platform.queues[queue].grant_send_messages(role)
+        for queue in spec.config.dead_letters:
+            platform.dead_letter_queues[queue].grant_consume_messages(role)
         if isinstance(spec.trigger, QueueTrigger):
             platform.queues[spec.trigger.queue].grant_consume_messages(role)
             # The consumer protects a busy task from scale-in through the ECS agent.

@@ -5,10 +5,11 @@ what lets a worker's handler write its own rows and mark the job succeeded in on
 
 A job's way through (statuses in the ``status`` column):
 
-- API: :func:`create` (``queued``) and commit, *then* send the SQS message, then
-  :func:`mark_enqueued` in a second short transaction. The row is committed before the message
-  exists, so a worker never receives an id it cannot read; if the send fails, ``enqueued_at`` stays
-  NULL and the job is not lost (the outbox).
+- API: :func:`create` (``queued``, ``enqueued_at`` NULL) and commit: that is all a request does.
+  A trigger NOTIFYs ``jobs_outbox`` and the outbox relay (:mod:`jobs.outbox`) sends the message:
+  :func:`claim_unsent` and commit, send, then :func:`mark_enqueued` (or :func:`release_claims`).
+  The row is committed before the message exists, so a worker never receives an id it cannot
+  read, and a job whose send fails is still there to send again (the transactional outbox).
 - Worker: :func:`start` and commit (``running``, ``attempts`` + 1, a lease until
   ``lease_expires_at``; ``None`` means the job is finished or unknown: acknowledge the message).
   While the handler runs, :func:`renew_leases` (one UPDATE per heartbeat for every job the worker
@@ -18,9 +19,10 @@ A job's way through (statuses in the ``status`` column):
   On a handler error :func:`mark_failed` (retried later); when retries are exhausted or the
   error is final :func:`mark_dead`. Both record an ``error_code`` and a short ``error`` message
   written for clients (:mod:`jobs.types`).
-- Scheduler: :func:`pending_enqueue` + send + :func:`mark_enqueued` in one transaction (the
-  outbox sweep), :func:`requeue_stuck` (running jobs whose lease expired: their worker is gone),
-  :func:`purge_finished`.
+- Scheduler: the outbox sweep (the relay's code, as a backstop), :func:`resend_lost` (a message
+  that left the queue without finishing its job), :func:`mark_dead` for the dead-letter queue's
+  messages, :func:`redrive_dead` (chosen dead jobs back to the outbox), :func:`requeue_stuck`
+  (running jobs whose lease expired: their worker is gone), :func:`purge_finished`.
 
 The SQS message is :class:`JobMessage` (:func:`message_body` writes it): the job's id, as the row
 is the truth.
@@ -31,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, LiteralString
@@ -63,6 +65,7 @@ __all__ = [
     "JobMessage",
     "JobPage",
     "JobStatus",
+    "claim_unsent",
     "create",
     "get",
     "list_jobs",
@@ -71,10 +74,12 @@ __all__ = [
     "mark_failed",
     "mark_succeeded",
     "message_body",
-    "pending_enqueue",
     "purge_finished",
+    "redrive_dead",
+    "release_claims",
     "renew_leases",
     "requeue_stuck",
+    "resend_lost",
     "start",
     "storable_payload",
 ]
@@ -288,14 +293,32 @@ _KILL = _query(
     "WHERE id = %(id)s AND {active} RETURNING {columns}"
 )
 _ENQUEUED = _query(
-    "UPDATE jobs SET enqueued_at = clock_timestamp(), updated_at = clock_timestamp() "
-    "WHERE id = %(id)s AND enqueued_at IS NULL"
+    "UPDATE jobs SET enqueued_at = clock_timestamp(), send_claimed_until = NULL, "
+    "updated_at = clock_timestamp() "
+    "WHERE id = ANY(%(ids)s) AND enqueued_at IS NULL RETURNING {columns}"
 )
-# SKIP LOCKED: concurrent sweeps split the rows instead of waiting on each other.
-_PENDING = _query(
-    "SELECT {columns} FROM jobs WHERE status = 'queued' AND enqueued_at IS NULL "
+# The claim is committed before the send: SKIP LOCKED only keeps concurrent claims from waiting
+# on each other; send_claimed_until is what keeps a second relay off a job while it is sent.
+_CLAIM = sql.SQL(
+    "WITH unsent AS (SELECT id AS unsent_id FROM jobs "
+    "WHERE status = 'queued' AND enqueued_at IS NULL "
+    "AND (send_claimed_until IS NULL OR send_claimed_until < clock_timestamp()) "
     "AND updated_at < clock_timestamp() - %(age)s "
-    "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+    "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+    "UPDATE jobs SET send_claimed_until = clock_timestamp() + %(claim_for)s "
+    "FROM unsent WHERE jobs.id = unsent.unsent_id RETURNING jobs.id AS job_id, jobs.type"
+)
+_RELEASE = sql.SQL(
+    "UPDATE jobs SET send_claimed_until = NULL WHERE id = ANY(%(ids)s) AND enqueued_at IS NULL"
+)
+# Sent, not finished, and unchanged for longer than SQS can keep its message: back to the outbox.
+_LOST = _query(
+    "WITH lost AS (SELECT id AS lost_id FROM jobs "
+    "WHERE status IN ('queued', 'failed') AND enqueued_at IS NOT NULL "
+    "AND updated_at < clock_timestamp() - %(age)s "
+    "ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+    "UPDATE jobs SET status = 'queued', enqueued_at = NULL, send_claimed_until = NULL, "
+    "updated_at = clock_timestamp() FROM lost WHERE jobs.id = lost.lost_id RETURNING {columns}"
 )
 # Only an expired lease: a live worker renews it on every heartbeat, however long the job runs.
 # A row lock means a live transaction works on the job: SKIP LOCKED leaves it alone. Requeued
@@ -500,21 +523,90 @@ def mark_dead(
     return _one(conn, _KILL, {"id": job_id, "error": message, "code": code})
 
 
-def mark_enqueued(conn: psycopg.Connection[Any], job_id: UUID) -> bool:
-    """Record that the job's SQS message was sent; False if that was recorded already."""
-    return conn.execute(_ENQUEUED, {"id": job_id}).rowcount == 1
+def claim_unsent(
+    conn: psycopg.Connection[Any],
+    *,
+    claim_for: timedelta,
+    older_than: timedelta = timedelta(0),
+    limit: int = 100,
+) -> list[JobMessage]:
+    """Claim up to ``limit`` queued jobs whose message was never sent; their messages.
+
+    Commit before sending: the claim keeps other relays off these jobs for ``claim_for`` (longer
+    than a send may take) without a row lock held across the network call. A claim that runs out
+    (the relay died) makes the job claimable again. ``older_than`` skips jobs changed more
+    recently (the sweep leaves the relays their turn).
+    """
+    params = {"claim_for": claim_for, "age": older_than, "limit": limit}
+    with conn.cursor(row_factory=class_row(JobMessage)) as cursor:
+        return cursor.execute(_CLAIM, params).fetchall()
 
 
-def pending_enqueue(
+def mark_enqueued(conn: psycopg.Connection[Any], job_ids: Sequence[UUID]) -> list[Job]:
+    """Record that these jobs' messages were sent; the jobs marked (not those marked already)."""
+    return _all(conn, _ENQUEUED, {"ids": list(job_ids)})
+
+
+def release_claims(conn: psycopg.Connection[Any], job_ids: Sequence[UUID]) -> int:
+    """Give up the claims of jobs whose send failed, so the next relay pass tries them again."""
+    return conn.execute(_RELEASE, {"ids": list(job_ids)}).rowcount
+
+
+def resend_lost(
     conn: psycopg.Connection[Any], *, older_than: timedelta, limit: int = 100
 ) -> list[Job]:
-    """Queued jobs whose message was never sent, untouched for ``older_than``, locked.
+    """Send again the jobs whose message SQS cannot still hold; the jobs, back in the outbox.
 
-    Call inside a transaction that sends each message and calls :func:`mark_enqueued` before it
-    commits; the locks keep a concurrent sweep off these rows. ``older_than`` leaves the API the
-    time to send the message itself.
+    A job ``queued`` or ``failed`` with its message sent but unchanged for ``older_than`` (the
+    queue's visibility timeout x maxReceiveCount plus the retries' backoff, or its retention if
+    shorter) has no message left: it expired, or went to the dead-letter queue and was read from
+    there. Its ``enqueued_at`` goes back to NULL, so the outbox sends it (the trigger wakes the
+    relays); a job whose message did go to the DLQ is marked dead by the DLQ's reconciliation.
     """
-    return _all(conn, _PENDING, {"age": older_than, "limit": limit})
+    return _all(conn, _LOST, {"age": older_than, "limit": limit})
+
+
+def redrive_dead(
+    conn: psycopg.Connection[Any],
+    *,
+    job_ids: Sequence[UUID] | None = None,
+    job_type: str | None = None,
+    dead_since: datetime | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Put dead jobs back: ``queued``, attempts reset, message unsent (the outbox sends it).
+
+    Only dead jobs matching every filter given (an id in ``job_ids``, of ``job_type``, dead at or
+    after ``dead_since``), at most ``limit``; at least one filter is required, so a typo cannot
+    redrive every dead job. The last error stays on the row until the job runs again.
+    """
+    conditions: list[sql.Composable] = [sql.SQL("status = 'dead'")]
+    params: dict[str, Any] = {"limit": limit}
+    if job_ids is not None:
+        conditions.append(sql.SQL("id = ANY(%(ids)s)"))
+        params["ids"] = list(job_ids)
+    if job_type is not None:
+        conditions.append(sql.SQL("type = %(type)s"))
+        params["type"] = job_type
+    if dead_since is not None:
+        conditions.append(sql.SQL("finished_at >= %(since)s"))
+        params["since"] = dead_since
+    if len(conditions) == 1:
+        raise ValueError("redrive_dead needs job ids, a job type or a time to choose the jobs")
+    query = sql.Composed(
+        [
+            sql.SQL("WITH chosen AS (SELECT id AS chosen_id FROM jobs WHERE "),
+            sql.SQL(" AND ").join(conditions),
+            _query(
+                " ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                "UPDATE jobs SET status = 'queued', attempts = 0, result = NULL, "
+                "started_at = NULL, finished_at = NULL, enqueued_at = NULL, "
+                "send_claimed_until = NULL, updated_at = clock_timestamp() "
+                "FROM chosen WHERE jobs.id = chosen.chosen_id RETURNING {columns}"
+            ),
+        ]
+    )
+    return _all(conn, query, params)
 
 
 def requeue_stuck(

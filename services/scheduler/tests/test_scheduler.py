@@ -261,6 +261,95 @@ def test_requeue_stuck_and_purge_finished(env: Env) -> None:
     assert slot.timestamp() % 300 == 0
 
 
+def queue_with_dlq(env: Env) -> tuple[str, str]:
+    """A jobs queue with a dead-letter queue (maxReceiveCount 2, visibility 30 s); both URLs."""
+    sqs = aws.client("sqs")
+    dlq_url = sqs.create_queue(QueueName="jobs-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2})
+    queue_url = sqs.create_queue(
+        QueueName="jobs-redriven",
+        Attributes={"VisibilityTimeout": "30", "RedrivePolicy": redrive},
+    )["QueueUrl"]
+    return queue_url, dlq_url
+
+
+def job_row(env: Env, job_id: UUID) -> tuple[Any, ...]:
+    [row] = env.query("SELECT status, attempts, error, enqueued_at FROM jobs WHERE id = %s", job_id)
+    return row
+
+
+def test_resend_lost_sends_again_a_job_whose_message_outlived_the_queue(env: Env) -> None:
+    queue_url, _ = queue_with_dlq(env)
+    lost, recent = create_pending_job(env), create_pending_job(env)
+    with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
+        repository.mark_enqueued(conn, [lost, recent])
+    # 30 s visibility x 2 receives + a 60 s retry margin: 2 minutes, so 3 minutes is lost.
+    env.query("UPDATE jobs SET updated_at = now() - interval '3 minutes' WHERE id = %s", lost)
+    settings = {
+        "SCHEDULER_REGISTRY": "scheduler.jobs:registry",
+        "QUEUE_URL": queue_url,
+        "RETRY_MARGIN": "60",
+        "OUTBOX_MIN_AGE": "0",
+    }
+
+    code, scheduler = env.run("run", "resend-lost", "--slot", SLOT, **settings)
+    assert code == 0, scheduler.log.read_text()
+    assert job_row(env, lost) == ("queued", 0, None, None)
+    assert job_row(env, recent)[3] is not None
+
+    assert env.run("run", "outbox-sweep", "--slot", SLOT, **settings)[0] == 0
+    received = aws.client("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+    assert [json.loads(m["Body"])["job_id"] for m in received["Messages"]] == [str(lost)]
+
+
+def test_dead_letters_mark_their_jobs_dead_and_chosen_ones_are_redriven(env: Env) -> None:
+    queue_url, dlq_url = queue_with_dlq(env)
+    exhausted, poisoned, other = (create_pending_job(env) for _ in range(3))
+    with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
+        for _ in range(2):
+            repository.start(conn, exhausted, lease=timedelta(minutes=2))
+            repository.mark_failed(conn, exhausted, "ValueError: no")
+    sqs = aws.client("sqs")
+    sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps({"job_id": str(exhausted)}))
+    sqs.send_message(
+        QueueUrl=dlq_url,
+        MessageBody=json.dumps({"job_id": str(poisoned), "extra": 1}),
+        MessageAttributes={
+            "servicekit.poison_reason": {"DataType": "String", "StringValue": "bad body"}
+        },
+    )
+    sqs.send_message(QueueUrl=dlq_url, MessageBody="not a job")
+    settings = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry", "QUEUE_URL": queue_url}
+
+    code, scheduler = env.run("run", "reconcile-dlq", "--slot", SLOT, **settings)
+    assert code == 0, scheduler.log.read_text()
+    assert job_row(env, exhausted)[:3] == (
+        "dead",
+        2,
+        "exhausted 2 attempt(s): its message went to the dead-letter queue; "
+        "last error: ValueError: no",
+    )
+    assert job_row(env, poisoned)[:3] == ("dead", 0, "poison message: bad body")
+    assert job_row(env, other)[0] == "queued"
+    # The message naming no job stays for a person to read (hidden for a while after the read).
+    left = sqs.get_queue_attributes(
+        QueueUrl=dlq_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert sum(int(count) for count in left.values()) == 1
+
+    code, usage = env.run("redrive-dead", **settings)
+    assert code == 2
+    assert "needs --id, --type or --since" in usage.log.read_text()
+    code, redrive = env.run("redrive-dead", "--id", str(exhausted), **settings)
+    assert code == 0, redrive.log.read_text()
+    assert job_row(env, exhausted)[:2] == ("queued", 0)
+    assert job_row(env, poisoned)[0] == "dead"
+
+
 def test_schedules_export_for_the_infrastructure(env: Env) -> None:
     exported = subprocess.run(
         [sys.executable, "-m", "scheduler", "schedules", "--json"],
@@ -273,7 +362,9 @@ def test_schedules_export_for_the_infrastructure(env: Env) -> None:
     assert [schedule["name"] for schedule in schedules] == [
         "outbox-sweep",
         "purge-finished",
+        "reconcile-dlq",
         "requeue-stuck",
+        "resend-lost",
     ]
     for schedule in schedules:
         parse(schedule["expression"])

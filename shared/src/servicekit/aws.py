@@ -3,7 +3,12 @@
 Every client of the suite comes from :func:`client`: one shared botocore session, adaptive retries,
 explicit timeouts, and ``AWS_ENDPOINT_URL`` honoured (botocore reads it itself, so local runs
 against moto and production differ only in the environment). Clients are thread-safe and are
-created once per (service, region) and shared.
+created once per (service, region, budget) and shared.
+
+The default budget is sized for the slowest caller (an SQS long poll holds a request 20 s). A
+caller with a tighter deadline asks for its own :class:`Budget`: an API relay sending messages,
+a feature-flag refresh. With a black-holed endpoint a call costs at most about
+``max_attempts x (connect_timeout + read_timeout)`` plus the retries' backoff.
 
 Nothing here calls AWS: creating a client is local work. Call :func:`reset_clients` in a child
 process after ``fork`` (gunicorn's ``post_fork``) so no connection pool crosses the fork.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCESS_DENIED_CODES",
+    "Budget",
     "check_queue",
     "client",
     "client_config",
@@ -39,7 +46,16 @@ ACCESS_DENIED_CODES = frozenset(
 
 _lock = threading.Lock()
 _session: boto3.session.Session | None = None
-_clients: dict[tuple[str, str | None], Any] = {}
+_clients: dict[tuple[str, str | None, Budget | None], Any] = {}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Timeouts (seconds) and attempts of a client for callers with a deadline of their own."""
+
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
 
 
 def client_config(
@@ -70,21 +86,28 @@ def client_config(
 
 
 @overload
-def client(service: Literal["ssm"], region: str | None = None) -> SSMClient: ...
+def client(
+    service: Literal["ssm"], region: str | None = None, *, budget: Budget | None = None
+) -> SSMClient: ...
 @overload
 def client(
-    service: Literal["secretsmanager"], region: str | None = None
+    service: Literal["secretsmanager"], region: str | None = None, *, budget: Budget | None = None
 ) -> SecretsManagerClient: ...
 @overload
-def client(service: Literal["sqs"], region: str | None = None) -> SQSClient: ...
+def client(
+    service: Literal["sqs"], region: str | None = None, *, budget: Budget | None = None
+) -> SQSClient: ...
 @overload
-def client(service: str, region: str | None = None) -> Any: ...
-def client(service: str, region: str | None = None) -> Any:
-    """Return the shared client for ``service`` (created on first use)."""
+def client(service: str, region: str | None = None, *, budget: Budget | None = None) -> Any: ...
+def client(service: str, region: str | None = None, *, budget: Budget | None = None) -> Any:
+    """Return the shared client for ``service`` (created on first use), with ``budget`` if given.
+
+    Without a budget the client has :func:`client_config`'s defaults (the environment's).
+    """
     # Key by the region botocore would resolve, so client("ssm") and client("ssm", "eu-west-1")
     # are one client when AWS_REGION is eu-west-1.
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    key = (service, region)
+    key = (service, region, budget)
     found = _clients.get(key)
     if found is not None:
         return found
@@ -95,7 +118,12 @@ def client(service: str, region: str | None = None) -> Any:
             if _session is None:
                 _session = boto3.session.Session()
             # boto3 sessions are not thread-safe; clients are, so create them under the lock.
-            found = _session.client(service, region_name=region, config=client_config())  # type: ignore[call-overload]
+            config = client_config(
+                connect_timeout=budget.connect_timeout if budget else None,
+                read_timeout=budget.read_timeout if budget else None,
+                max_attempts=budget.max_attempts if budget else None,
+            )
+            found = _session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
             _clients[key] = found
         return found
 

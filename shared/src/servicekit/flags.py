@@ -19,8 +19,11 @@ A service declares its flags as a pydantic model in which every field has a defa
     flags = FeatureFlags(Flags, app="suite", env="dev", service="api")
     if flags.get().new_checkout: ...
 
-:meth:`FeatureFlags.get` reads both paths again once ``ttl`` passed (GetParametersByPath, paged,
-with decryption) and otherwise returns the flags it holds. A missing flag takes its declared
+:meth:`FeatureFlags.get` never waits on Parameter Store once the flags were read: after ``ttl`` it
+returns the flags it holds and starts one background re-read of both paths (GetParametersByPath,
+paged, with decryption), which later calls see. So a request that reads a flag costs a dict
+lookup even while Parameter Store does not answer. Only the very first read (at start-up, before
+any request) waits, bounded by :data:`BUDGET`. A missing flag takes its declared
 default. A value that does not parse keeps the flag's previous value (or default) and logs a
 warning naming the parameter. While Parameter Store cannot be read, the last known good flags
 (the defaults if none were ever read) are served, a warning is logged, and the read is retried
@@ -44,11 +47,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from servicekit import aws
 from servicekit.secrets import validation_problems
 
-__all__ = ["FeatureFlags"]
+__all__ = ["BUDGET", "FeatureFlags"]
 
 F = TypeVar("F", bound=BaseModel)
 
 _RETRY_AFTER_FAILURE = 30.0
+BUDGET = aws.Budget(connect_timeout=1.0, read_timeout=2.0, max_attempts=2)
+"""Parameter Store calls of the flags: a read that cannot finish in a few seconds keeps the
+last good flags rather than holding a start-up (or a refresh thread) for the default budget."""
 _JITTER = 0.1
 
 _log = logging.getLogger(__name__)
@@ -88,28 +94,39 @@ class FeatureFlags(Generic[F]):
         self._lock = threading.Lock()
 
     def get(self) -> F:
-        """The current flags (read again from Parameter Store when the TTL passed)."""
+        """The current flags; once the TTL passed, a background re-read is started."""
         current = self._current
-        if current is not None and current[1] > self._clock():
-            return current[0]
-        return self._reload(current)
+        if current is None:
+            return self._first_read()
+        if current[1] <= self._clock() and self._lock.acquire(blocking=False):
+            # The lock is released by the thread, after its read.
+            try:
+                threading.Thread(
+                    target=self._refresh, args=(current,), name="flags-refresh", daemon=True
+                ).start()
+            except BaseException:
+                self._lock.release()
+                raise
+        return current[0]
 
-    def _reload(self, seen: tuple[F, float] | None) -> F:
-        # One thread reads; the others keep serving what they have (or wait for a first read).
-        if not self._lock.acquire(blocking=seen is None):
-            assert seen is not None
-            return seen[0]
+    def _first_read(self) -> F:
+        with self._lock:
+            if self._current is None:
+                self._store(self._load(None))
+            assert self._current is not None
+            return self._current[0]
+
+    def _refresh(self, seen: tuple[F, float]) -> None:
         try:
-            current = self._current
-            if current is not None and current is not seen:
-                return current[0]
-            previous = None if seen is None else seen[0]
-            flags, ttl = self._load(previous)
-            jittered = ttl * (1 - _JITTER * random.random())  # noqa: S311 - spread, not crypto
-            self._current = (flags, self._clock() + jittered)
-            return flags
+            if self._current is seen:
+                self._store(self._load(seen[0]))
         finally:
             self._lock.release()
+
+    def _store(self, loaded: tuple[F, float]) -> None:
+        flags, ttl = loaded
+        jittered = ttl * (1 - _JITTER * random.random())  # noqa: S311 - spread, not crypto
+        self._current = (flags, self._clock() + jittered)
 
     def _load(self, previous: F | None) -> tuple[F, float]:
         try:
@@ -152,7 +169,7 @@ class FeatureFlags(Generic[F]):
     def _read(self) -> dict[str, tuple[str, str | list[str]]]:
         """Field name -> (parameter name, raw value); the service path read last, so it wins."""
         fields = {name.lower(): name for name in self._model.model_fields}
-        paginator = aws.client("ssm").get_paginator("get_parameters_by_path")
+        paginator = aws.client("ssm", budget=BUDGET).get_paginator("get_parameters_by_path")
         found: dict[str, tuple[str, str | list[str]]] = {}
         for path in self.paths:
             for page in paginator.paginate(Path=path, Recursive=False, WithDecryption=True):

@@ -139,6 +139,10 @@ class ConfigSpec(_Strict):
         dict[str, str],
         Field(description="env var -> queue name the service sends to (its URL is passed)"),
     ] = {}
+    dead_letters: Annotated[
+        list[str],
+        Field(description="queues whose dead-letter queue the service reads and deletes from"),
+    ] = []
     settings: Annotated[
         dict[str, str],
         Field(description="Parameter Store values under /{app}/{env}/{service}/ (key: a path)"),

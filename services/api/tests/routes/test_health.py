@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from servicekit import aws
@@ -34,18 +32,8 @@ def test_ready_answers_ok(client: TestClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_ready_logs_the_failing_check_and_answers_only_fail(
-    client: TestClient, api_env: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_ready_does_not_depend_on_sqs(client: TestClient, api_env: Any) -> None:
+    # Jobs are accepted into the outbox while SQS is gone: no reason to take the task out.
     aws.client("sqs").delete_queue(QueueUrl=api_env.queue_url)
-    with caplog.at_level(logging.WARNING, logger="servicekit.health"):
-        response = client.get("/ready")
-    assert response.status_code == 503
-    assert response.json() == {"status": "fail"}
-    logged = [record.getMessage() for record in caplog.records]
-    assert any(
-        "readiness check sqs failing" in line
-        and ("QueueDoesNotExist" in line or "NonExistentQueue" in line)
-        for line in logged
-    ), logged
-    assert not any("database failing" in line for line in logged)
+    assert client.get("/ready").json() == {"status": "ok"}
+    assert client.post("/jobs", json={"type": "echo"}).status_code == 201

@@ -3,6 +3,9 @@
     scheduler run JOB [--slot ISO-8601]   one run: what an EventBridge schedule starts (ECS RunTask)
     scheduler serve                       APScheduler fires every job here; /health on HEALTH_PORT
     scheduler schedules [--json]          the registry, for people or for the infrastructure
+    scheduler redrive-dead [--id ID]... [--type TYPE] [--since ISO-8601] [--limit N]
+                                          chosen dead jobs back to queued, attempts reset; the
+                                          outbox sends them (at least one filter is required)
 
 ``--registry MODULE:ATTRIBUTE`` (default ``$SCHEDULER_REGISTRY``, else ``scheduler.jobs:registry``)
 picks the registry, e.g. a test registry. ``--slot`` (default ``$SCHEDULED_TIME``) is the
@@ -12,10 +15,12 @@ time at or before now.
 Exit status:
 
 - 0: ``run``: the job succeeded, or its slot had already been run (the log says
-  ``skipped: slot already run``); ``serve``: stopped by SIGTERM/SIGINT; ``schedules``: printed.
+  ``skipped: slot already run``); ``serve``: stopped by SIGTERM/SIGINT; ``schedules``: printed;
+  ``redrive-dead``: the jobs chosen (none, possibly) are back in the outbox.
 - 1: ``run``: the job failed, timed out or was interrupted, or the database could not be
-  reached to claim or record the run.
-- 2: usage or configuration: unknown job, bad ``--slot``, a registry that does not load (an
+  reached to claim or record the run; ``redrive-dead``: the database could not be reached.
+- 2: usage or configuration: unknown job, bad ``--slot``, ``redrive-dead`` without a filter, a
+  registry that does not load (an
   invalid schedule names its job), missing or invalid settings.
 
 Why 0 for a slot already run: the slot's work is done, by another process. A retried trigger,
@@ -35,7 +40,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
+from uuid import UUID
 
+from jobs import repository
 from scheduler.jobs import Resources
 from scheduler.settings import Settings
 from servicekit.db import open_database
@@ -91,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="fire every job on its schedule until SIGTERM")
     schedules = commands.add_parser("schedules", help="list the registry's schedules")
     schedules.add_argument("--json", action="store_true", help="machine-readable, for the infra")
+    redrive = commands.add_parser(
+        "redrive-dead", help="put chosen dead jobs back in the queue (attempts reset)"
+    )
+    redrive.add_argument(
+        "--id", dest="ids", type=UUID, action="append", metavar="ID", help="a job id (repeatable)"
+    )
+    redrive.add_argument("--type", dest="job_type", help="only dead jobs of this type")
+    redrive.add_argument("--since", type=_instant, help="only jobs dead at or after this time")
+    redrive.add_argument("--limit", type=int, default=100, help="at most this many (%(default)s)")
     return parser
 
 
@@ -187,10 +203,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIGURATION
         return 0
 
+    if args.command == "redrive-dead" and not (args.ids or args.job_type or args.since):
+        print("scheduler: redrive-dead needs --id, --type or --since", file=sys.stderr)
+        return EXIT_CONFIGURATION
     return run_service("scheduler", partial(_start, args))
 
 
+def _redrive(args: argparse.Namespace, settings: Settings) -> int:
+    database = open_database(settings)
+    try:
+        with database.connection() as conn:
+            redriven = repository.redrive_dead(
+                conn,
+                job_ids=args.ids,
+                job_type=args.job_type,
+                dead_since=args.since,
+                limit=args.limit,
+            )
+    except DependencyUnavailable as error:
+        logger.error("nothing redriven: %s", error)
+        return 1
+    finally:
+        database.close()
+    ids = [str(job.id) for job in redriven]
+    logger.info("%d dead job(s) back in the outbox", len(ids), extra={"job_ids": ids})
+    return 0
+
+
 def _start(args: argparse.Namespace, process: ServiceProcess) -> int:
+    if args.command == "redrive-dead":
+        return _redrive(args, process.load(Settings))
     try:
         registry = load_registry(args.registry)
         if args.command == "run":

@@ -34,7 +34,13 @@ class Settings(DatabaseServiceSettings):
         default=60.0, gt=0, description="serve: a fire time later than this is dropped, not run"
     )
     outbox_min_age: float = Field(
-        default=30.0, ge=0, description="seconds a job waits for the API's own send before a resend"
+        default=30.0, ge=0, description="seconds a job waits for the API's relays before the sweep"
+    )
+    retry_margin: float = Field(
+        default=1200.0,
+        ge=0,
+        description="seconds of retry backoff a message may spend beyond its visibility timeouts "
+        "(the worker's retry_max_delay x (maxReceiveCount - 1)); resend-lost waits that too",
     )
     retention_days: int = Field(
         default=30, ge=1, description="finished jobs and run history older than this are purged"

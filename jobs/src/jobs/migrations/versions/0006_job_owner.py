@@ -9,7 +9,7 @@ subject, so only an admin (who reads every owner's jobs) sees them.
 from alembic import op
 
 revision = "0006_job_owner"
-down_revision = "0004_job_contract"
+down_revision = "0005_outbox_relay"
 branch_labels = None
 depends_on = None
 

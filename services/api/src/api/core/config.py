@@ -78,6 +78,11 @@ class Settings(DatabaseServiceSettings):
     retry_after_seconds: int = Field(
         default=5, gt=0, description="Retry-After of 503 answers while a dependency is down"
     )
+    outbox_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="the outbox relay looks for unsent jobs this often even without a NOTIFY",
+    )
     flags_ttl_seconds: float = Field(
         default=30.0, gt=0, description="how long feature flags are kept before a re-read"
     )

@@ -2,20 +2,23 @@
 
 Built by the app's lifespan, so once per gunicorn worker and after fork: settings (env,
 Parameter Store, the database secret), the log level, tracing, the database pool, the feature
-flags, the readiness checks and the token verifier. Settings that do not load stop the worker
-with the error listing every problem (gunicorn then exits: ECS shows the reason and the
-deployment circuit breaker rolls back) rather than serving half-configured.
+flags, the readiness checks, the token verifier and the outbox relay (the thread that sends the
+jobs' SQS messages). Settings that do not load stop the worker with the error listing every
+problem (gunicorn then exits: ECS shows the reason and the deployment circuit breaker rolls back)
+rather than serving half-configured.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 from api.core.config import Flags, Settings
 from api.core.security import TokenVerifier
-from servicekit import aws
+from jobs.outbox import Outbox, Relay
+from servicekit import db
 from servicekit.db import Database, open_database
 from servicekit.flags import FeatureFlags
 from servicekit.health import HealthRegistry
@@ -31,6 +34,7 @@ class Runtime:
     flags: FeatureFlags[Flags]
     health: HealthRegistry
     tokens: TokenVerifier
+    relay: Relay
 
     @classmethod
     def start(cls) -> Runtime:
@@ -48,12 +52,25 @@ class Runtime:
             ttl=settings.flags_ttl_seconds,
         )
         flags.get()  # read now, so the first request does not wait on Parameter Store
+        # Readiness is "can accept jobs": the database only. SQS is the relay's business; while
+        # it is down jobs are still accepted and wait in the outbox.
         health = HealthRegistry()
         health.add_readiness("database", database.check)
-        health.add_readiness("sqs", partial(aws.check_queue, settings.queue_url))
+        relay = Relay(
+            Outbox(database, settings.queue_url, claim_for=timedelta(seconds=30)),
+            partial(
+                db.connect,
+                settings.db_secret,
+                settings.database,
+                application_name=f"{settings.service_name}-outbox-relay",
+            ),
+            poll_interval=settings.outbox_poll_seconds,
+        )
+        relay.start()
         # No fetch here: the issuer's keys are fetched by the first request that needs them.
-        return cls(settings, database, flags, health, TokenVerifier(settings.auth))
+        return cls(settings, database, flags, health, TokenVerifier(settings.auth), relay)
 
     def close(self) -> None:
+        self.relay.stop()
         self.database.close()
         shutdown_tracing()

@@ -1,4 +1,4 @@
-"""``/jobs``: create a job (stored, then queued on SQS), read one, list them.
+"""``/jobs``: create a job (stored; the outbox relay queues it on SQS), read one, list them.
 
 Every route needs a bearer token: ``jobs:read`` to read, ``jobs:write`` to create (:mod:`api.deps`).
 Every job belongs to the caller that created it: a caller reads and lists only its own (another
@@ -11,17 +11,13 @@ import logging
 from typing import Annotated
 from uuid import UUID
 
-from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Header, Query, Response
 
 from api.core.errors import ApiError
-from api.core.runtime import Runtime
 from api.core.security import Principal
 from api.deps import AuthenticatedRoute, Reader, RuntimeDep, Writer
 from api.models import JobCreate, error_responses
 from jobs import repository
-from servicekit import aws
-from servicekit.errors import DependencyUnavailable
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=AuthenticatedRoute)
 
@@ -63,7 +59,10 @@ _NEXT_PAGE = {
             "description": "Replay: the job this Idempotency-Key created",
             "links": _READ_THE_JOB,
         },
-        201: {"description": "Job created and queued", "links": _READ_THE_JOB},
+        201: {
+            "description": "Job stored; its SQS message follows (``enqueued_at`` once sent)",
+            "links": _READ_THE_JOB,
+        },
         **error_responses(401, 403, 409, 413, 422, 503),
     },
 )
@@ -74,14 +73,13 @@ def create_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> repository.Job:
-    """Store the job, then send its SQS message.
+    """Store the job; the outbox relay sends its SQS message (201: the job resource exists).
 
     The payload is validated against its type's model (422 naming the field). The example types
     ``sleep`` and ``fail`` are accepted only in development or with ``DEMO_JOB_TYPES=true``.
-    The job is committed before its message is sent, so a worker never receives an id it cannot
-    read. If the send fails the job is still accepted: it stays ``queued`` with its outbox marker
-    unset and the scheduler's outbox sweep sends it. 503 ``intake_paused`` while the
-    ``accept_jobs`` feature flag is off.
+    The request commits the job and nothing else: no AWS call, so it answers as fast while SQS is
+    unreachable. A trigger wakes the relay, which sends the message and sets ``enqueued_at`` (see
+    ``jobs.outbox``). 503 ``intake_paused`` while the ``accept_jobs`` feature flag is off.
     """
     if not runtime.flags.get().accept_jobs:
         raise ApiError(
@@ -122,33 +120,9 @@ def create_job(
             job.id,
             extra={"job_id": str(job.id), "job_type": job.type, "principal": caller.subject},
         )
-        job = _enqueue(runtime, job)
     response.status_code = 201 if created.created else 200
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
-
-
-def _enqueue(runtime: Runtime, job: repository.Job) -> repository.Job:
-    """Send the job's message and set its outbox marker; a failure leaves it to the sweep.
-
-    Returns the job as it now is (``enqueued_at`` set when the send went through).
-    """
-    try:
-        aws.client("sqs").send_message(
-            QueueUrl=runtime.settings.queue_url, MessageBody=repository.message_body(job)
-        )
-    except (BotoCoreError, ClientError) as error:
-        reason = aws.describe_error(error, service="sqs", resource=runtime.settings.queue_url)
-        _log.warning("job %s left for the outbox sweep: %s", job.id, reason)
-        return job
-    try:
-        with runtime.database.connection() as conn:
-            repository.mark_enqueued(conn, job.id)
-            return repository.get(conn, job.id) or job
-    except DependencyUnavailable as error:
-        # The message is out; the sweep will send it again and the worker ignores the repeat.
-        _log.warning("job %s sent but not marked enqueued: %s", job.id, error)
-        return job
 
 
 def _readable_owner(caller: Principal) -> str | None:
