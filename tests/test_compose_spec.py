@@ -17,7 +17,17 @@ from servicekit.spec import Exposure, ServiceSpec, load_specs
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = load_specs(ROOT)
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES: dict[str, Any] = COMPOSE["services"]
+
+
+def _extended(services: dict[str, Any]) -> dict[str, Any]:
+    """Each service as compose runs it: ``extends: NAME`` is NAME's keys under its own."""
+    return {
+        name: services[service["extends"]] | service if "extends" in service else service
+        for name, service in services.items()
+    }
+
+
+SERVICES: dict[str, Any] = _extended(COMPOSE["services"])
 
 
 def seconds(value: str) -> int:
