@@ -71,6 +71,8 @@ class LoadBalancer:
     alb: elbv2.ApplicationLoadBalancer
     security_group: ec2.SecurityGroup
     external: bool
+    port: int
+    """The listener's: 443 when external, else the service's own port."""
 
 
 @dataclass(frozen=True)
@@ -119,15 +121,13 @@ class PlatformStack(Stack):
         if config.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
 
-        # Every task carries this group besides its own: the database and the internal load
-        # balancers admit it, so "a service of this environment" is one rule, not one per service.
-        self.services_sg = ec2.SecurityGroup(
-            self,
-            "ServicesSg",
-            vpc=self.vpc,
-            description=f"{config.prefix}: member of the services (admitted by db, internal ALBs)",
-            allow_all_outbound=False,
-        )
+        # One group per service: what admits a service's tasks (its load balancer, the services
+        # that call it) and what they may reach (the database when they use it, the services
+        # they call) is written per service, so no task is reachable by a service that has no
+        # business with it.
+        self.task_security_groups = {
+            name: self._task_security_group(spec) for name, spec in specs.items()
+        }
 
         self.namespace = servicediscovery.PrivateDnsNamespace(
             self,
@@ -157,7 +157,7 @@ class PlatformStack(Stack):
             instance_type=config.db_instance_type,
             max_connections=config.db_max_connections,
         )
-        self._database()
+        self._database(specs)
 
         ssm.StringParameter(
             self,
@@ -171,6 +171,7 @@ class PlatformStack(Stack):
         exposed = {name: spec for name, spec in specs.items() if spec.exposure is not Exposure.NONE}
         self.access_logs = self._access_log_bucket() if exposed else None
         self.load_balancers = {name: self._load_balancer(spec) for name, spec in exposed.items()}
+        self._service_network(specs)
 
     # -- capacity ---------------------------------------------------------------------------
 
@@ -389,7 +390,57 @@ class PlatformStack(Stack):
 
     # -- database ---------------------------------------------------------------------------
 
-    def _database(self) -> None:
+    # -- the service network ------------------------------------------------------------------
+
+    def _task_security_group(self, spec: ServiceSpec) -> ec2.SecurityGroup:
+        group = ec2.SecurityGroup(
+            self,
+            f"Tasks{_pascal(spec.name)}Sg",
+            vpc=self.vpc,
+            description=f"{self.config.prefix}: tasks of {spec.name}",
+            allow_all_outbound=False,
+        )
+        # AWS APIs, through the NAT gateway or the VPC endpoints.
+        group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "AWS APIs over HTTPS")
+        return group
+
+    def _service_network(self, specs: Mapping[str, ServiceSpec]) -> None:
+        """Each service's tasks admit their own load balancer and the services that call them.
+
+        A call goes to every task through Cloud Map (an ops view, a fan-out) or to any task
+        through the internal load balancer: a caller is admitted by both, nobody else by either.
+        """
+        for name, spec in specs.items():
+            lb = self.load_balancers.get(name)
+            if lb is not None:
+                assert spec.port is not None
+                lb.security_group.connections.allow_to(
+                    self.task_security_groups[name],
+                    ec2.Port.tcp(spec.port),
+                    f"{name}'s load balancer to its tasks",
+                )
+            for callee in spec.calls:
+                target = specs.get(callee)
+                if target is None or target.exposure is not Exposure.INTERNAL:
+                    internal = [n for n, s in specs.items() if s.exposure is Exposure.INTERNAL]
+                    raise ValueError(
+                        f"{name}: calls {callee!r}, which is not an internal service ({internal})"
+                    )
+                if target.deployment.through_codedeploy:
+                    raise ValueError(
+                        f"{name}: calls {callee!r}, whose CodeDeploy blue/green has no Cloud Map"
+                    )
+                assert target.port is not None
+                caller = self.task_security_groups[name]
+                for group, what in (
+                    (self.task_security_groups[callee], "tasks (Cloud Map)"),
+                    (self.load_balancers[callee].security_group, "internal ALB"),
+                ):
+                    caller.connections.allow_to(
+                        group, ec2.Port.tcp(target.port), f"{name} to {callee}'s {what}"
+                    )
+
+    def _database(self, specs: Mapping[str, ServiceSpec]) -> None:
         """PostgreSQL with two rotating secrets: the master, and the app's (alternating users).
 
         The services read ``{app}/{env}/db`` (the app user) by id and fetch it at runtime, so a
@@ -415,8 +466,13 @@ class PlatformStack(Stack):
         rotation_sg.add_egress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "Secrets Manager API"
         )
-        for client, what in ((self.services_sg, "services"), (rotation_sg, "rotation")):
-            self.db_sg.add_ingress_rule(client, ec2.Port.tcp(POSTGRES_PORT), f"from the {what}")
+        clients = {
+            name: group
+            for name, group in self.task_security_groups.items()
+            if specs[name].uses_database
+        } | {"the rotation": rotation_sg}
+        for what, client in clients.items():
+            self.db_sg.add_ingress_rule(client, ec2.Port.tcp(POSTGRES_PORT), f"from {what}")
             client.add_egress_rule(self.db_sg, ec2.Port.tcp(POSTGRES_PORT), "to PostgreSQL")
 
         engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17_6)
@@ -828,14 +884,6 @@ class PlatformStack(Stack):
                 "AwsSolutions-EC23",
                 "an internet-facing ALB: 443 open to all by design, 80 only redirects; WAF filters",
             )
-        else:
-            assert spec.port is not None  # the spec requires a port when exposed
-            security_group.add_ingress_rule(
-                self.services_sg, ec2.Port.tcp(spec.port), "the services of this environment"
-            )
-            self.services_sg.add_egress_rule(
-                security_group, ec2.Port.tcp(spec.port), f"{spec.name}'s internal ALB"
-            )
         alb = elbv2.ApplicationLoadBalancer(
             self,
             f"Alb{name}",
@@ -867,10 +915,16 @@ class PlatformStack(Stack):
             skip_checkov(
                 alb,
                 "CKV2_AWS_28",
-                "internal ALB: reachable only from the services' security group; WAF guards "
+                "internal ALB: reachable only from its callers' security groups; WAF guards "
                 "the internet-facing one",
             )
-        return LoadBalancer(alb=alb, security_group=security_group, external=external)
+        assert spec.port is not None  # the spec requires a port when exposed
+        return LoadBalancer(
+            alb=alb,
+            security_group=security_group,
+            external=external,
+            port=HTTPS_PORT if external else spec.port,
+        )
 
 
 def greater_than_pattern(limit: int) -> str:

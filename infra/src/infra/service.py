@@ -17,7 +17,6 @@ from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_codedeploy as codedeploy
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -129,18 +128,8 @@ class ServiceStack(Stack):
             encryption_key=platform.key,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.security_group = ec2.SecurityGroup(
-            self,
-            "Sg",
-            vpc=platform.vpc,
-            description=f"{config.prefix}: tasks of {spec.name}",
-            allow_all_outbound=False,
-        )
-        # AWS APIs (through the NAT gateway or the VPC endpoints); PostgreSQL and the internal
-        # load balancers are allowed through the shared services group.
-        self.security_group.add_egress_rule(
-            ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "AWS APIs over HTTPS"
-        )
+        # The platform's, where the groups that admit it (database, callers) are written.
+        self.security_group = platform.task_security_groups[spec.name]
         self.task_role = self._task_role()
         self.task_definition = self._task_definition()
         self._parameters()
@@ -317,6 +306,15 @@ class ServiceStack(Stack):
         if spec.exposure is Exposure.EXTERNAL:
             # The WAF rule's figure: one limit, checked at the edge and in the service.
             environment["MAX_BODY_BYTES"] = str(spec.edge.max_body_bytes)
+        for callee in spec.calls:
+            # Every task of the callee (Cloud Map's multivalue answer) and any one of them
+            # (the internal load balancer's listener, on the callee's port).
+            variable = callee.upper().replace("-", "_")
+            lb = platform.load_balancers[callee]
+            environment |= {
+                f"{variable}__DISCOVERY_NAME": f"{callee}.{platform.namespace.namespace_name}",
+                f"{variable}__ALB_URL": f"http://{lb.alb.load_balancer_dns_name}:{lb.port}",
+            }
         auth = platform.auth.get(spec.name)
         if auth is not None:
             environment |= {
@@ -513,7 +511,7 @@ class ServiceStack(Stack):
             "task_definition": self.task_definition,
             "service_name": spec.name,
             "desired_count": spec.task.desired_count,
-            "security_groups": [self.security_group, platform.services_sg],
+            "security_groups": [self.security_group],
             "vpc_subnets": platform.private_subnets,
             "capacity_provider_strategies": self._capacity(),
             "min_healthy_percent": deployment.min_healthy_percent,
@@ -762,7 +760,7 @@ class ServiceStack(Stack):
         skip_checkov(
             listener,
             "CKV_AWS_2",
-            "internal ALB reachable only from the services' security group inside the VPC",
+            "internal ALB reachable only from its callers' security groups inside the VPC",
         )
         skip_checkov(listener, "CKV_AWS_103", "plain HTTP inside the VPC: no TLS policy applies")
         return listener
@@ -1048,7 +1046,7 @@ class ServiceStack(Stack):
             command = run_command(trigger, job.name)
             target_props: dict[str, Any] = {
                 "task_definition": self.task_definition,
-                "security_groups": [self.security_group, platform.services_sg],
+                "security_groups": [self.security_group],
                 "vpc_subnets": platform.private_subnets,
                 "capacity_provider_strategies": self._capacity(),
                 "task_count": spec.task.desired_count,

@@ -306,6 +306,12 @@ class ServiceSpec(_Strict):
     )
     edge: EdgeSpec = EdgeSpec()
     auth: AuthSpec | None = None
+    calls: tuple[str, ...] = Field(
+        default=(),
+        description="the services this one calls over the service network: each is admitted to "
+        "their tasks and internal load balancer, and named to it as {NAME}__DISCOVERY_NAME and "
+        "{NAME}__ALB_URL",
+    )
 
     @model_validator(mode="after")
     def _served(self) -> Self:
