@@ -60,10 +60,11 @@ class Suite:
         )
         return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
-    def token(self, principal: str) -> str:
-        """A bearer token the way a user gets one: ``make -s token`` (its last line)."""
+    def token(self, principal: str, scopes: str = "") -> str:
+        """A bearer token the way a user gets one: ``make -s token`` (its last line); ``scopes``
+        as ``SCOPES`` takes them (empty: the issuer's default, read and write)."""
         result = subprocess.run(
-            ["make", "-s", "token", f"PRINCIPAL={principal}"],
+            ["make", "-s", "token", f"PRINCIPAL={principal}", f"SCOPES={scopes}"],
             cwd=ROOT,
             env=self.env,
             capture_output=True,

@@ -102,10 +102,13 @@ class NetworkStack(Stack):
                 },
             )
         )
-        # Alarms publish to the encrypted alarm topic.
+        # Alarms (CloudWatch) and events (EventBridge rules) publish to the encrypted alarm topic.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                principals=[
+                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
+                    iam.ServicePrincipal("events.amazonaws.com"),
+                ],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
                 conditions={"StringEquals": {"aws:SourceAccount": config.account}},

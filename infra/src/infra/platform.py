@@ -22,6 +22,8 @@ from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
@@ -202,7 +204,13 @@ class PlatformStack(Stack):
         )
         user_data = ec2.UserData.for_linux()
         # awsvpc tasks must not borrow the instance's role through the metadata service.
-        user_data.add_commands("echo ECS_AWSVPC_BLOCK_IMDS=true >> /etc/ecs/ecs.config")
+        user_data.add_commands(
+            "echo ECS_AWSVPC_BLOCK_IMDS=true >> /etc/ecs/ecs.config",
+            # A Spot interruption notice sets the instance DRAINING, so its tasks are replaced
+            # within the two minutes' warning. CDK writes this only for an ASG with spotPrice,
+            # never for a mixed-instances group; on on-demand instances no notice ever comes.
+            "echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config",
+        )
         template = ec2.LaunchTemplate(
             self,
             "InstanceTemplate",
@@ -565,13 +573,19 @@ class PlatformStack(Stack):
             "vpc_subnets": self.private_subnets,
             "security_groups": [rotation_sg],
         }
-        for secret, hosted, name in (
+        # rotate_immediately_on_update: CloudFormation would rotate as soon as the schedule
+        # exists. The master's first rotation works then; the app's multi-user rotation clones
+        # the `app` role, which the init/migration creates only after the stack is deployed, so
+        # its first run would fail. It first runs after ROTATION_DAYS (or by hand once the role
+        # exists: `aws secretsmanager rotate-secret`), and any failure reaches the alarm topic.
+        for secret, hosted, name, at_once in (
             (
                 master_secret,
                 secretsmanager.HostedRotation.postgre_sql_single_user(
                     function_name=f"{config.prefix}-db-master-rotation", **rotation_options
                 ),
                 "MasterRotation",
+                True,
             ),
             (
                 self.db_secret,
@@ -581,6 +595,7 @@ class PlatformStack(Stack):
                     **rotation_options,
                 ),
                 "AppRotation",
+                False,
             ),
         ):
             schedule = secretsmanager.RotationSchedule(
@@ -589,11 +604,14 @@ class PlatformStack(Stack):
                 secret=secret,
                 hosted_rotation=hosted,
                 automatically_after=Duration.days(ROTATION_DAYS),
+                rotate_immediately_on_update=at_once,
             )
             # The hosted function decrypts the secret with the environment's key.
             resource = schedule.node.default_child
             assert isinstance(resource, secretsmanager.CfnRotationSchedule)
             resource.add_property_override("HostedRotationLambda.KmsKeyArn", self.key.key_arn)
+
+        self._rotation_failures([master_secret, self.db_secret])
 
         monitoring_role = self.database.node.find_child("MonitoringRole")
         acknowledge_nag(
@@ -614,6 +632,28 @@ class PlatformStack(Stack):
                 "dbMultiAz=false was chosen for this environment (cost); production keeps it",
             )
             skip_checkov(self.database, "CKV_AWS_157", "dbMultiAz=false chosen for this env")
+
+    def _rotation_failures(self, secrets: list[secretsmanager.ISecret]) -> None:
+        """A failed rotation of the database's secrets reaches the alarm topic.
+
+        Secrets Manager reports it as a CloudTrail service event (``RotationFailed``), not as a
+        metric: an EventBridge rule on it, for these secrets only, publishes to the topic.
+        """
+        events.Rule(
+            self,
+            "DbRotationFailed",
+            rule_name=f"{self.config.prefix}-db-rotation-failed",
+            description="a rotation of the database's secrets failed",
+            event_pattern=events.EventPattern(
+                source=["aws.secretsmanager"],
+                detail_type=["AWS Service Event via CloudTrail"],
+                detail={
+                    "eventName": ["RotationFailed"],
+                    "additionalEventData": {"SecretId": [s.secret_arn for s in secrets]},
+                },
+            ),
+            targets=[targets.SnsTopic(self.alarm_topic)],
+        )
 
     def _connections_alarm(self) -> None:
         """Connections in use near max_connections: the next scale-out or deploy would fail."""
