@@ -60,11 +60,12 @@ class Suite:
         )
         return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
-    def token(self, principal: str, scopes: str = "") -> str:
+    def token(self, principal: str, scopes: str | None = None) -> str:
         """A bearer token the way a user gets one: ``make -s token`` (its last line); ``scopes``
-        as ``SCOPES`` takes them (empty: the issuer's default, read and write)."""
+        as ``SCOPES`` takes them (None: the Makefile's default, read and write)."""
+        overrides = [] if scopes is None else [f"SCOPES={scopes}"]
         result = subprocess.run(
-            ["make", "-s", "token", f"PRINCIPAL={principal}", f"SCOPES={scopes}"],
+            ["make", "-s", "token", f"PRINCIPAL={principal}", *overrides],
             cwd=ROOT,
             env=self.env,
             capture_output=True,

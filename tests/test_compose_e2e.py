@@ -103,7 +103,10 @@ def test_every_service_logs_json(suite: Suite) -> None:
 def test_the_api_sees_every_worker_task_and_the_fleet(suite: Suite) -> None:
     admin = {"Authorization": f"Bearer {suite.token('e2e-ops', 'jobs:admin')}"}
     assert suite.api.get("/ops/workers").status_code == 403  # read and write are not admin
-    suite.compose("up", "--detach", "--wait", "--no-recreate", "--scale", "worker=2", "worker")
+    # --no-deps: the one-shot init has exited, and --wait would count that against the command.
+    scale = ("up", "--detach", "--wait", "--no-deps", "--no-recreate", "--scale")
+    scaled = suite.compose(*scale, "worker=2", "worker", check=False)
+    assert scaled.returncode == 0, scaled.stderr
     try:
 
         def both_tasks() -> bool:
@@ -118,4 +121,4 @@ def test_the_api_sees_every_worker_task_and_the_fleet(suite: Suite) -> None:
         assert len(set(addresses)) == 2
         assert all(task["stats"]["ready"] is True for task in fleet["tasks"])
     finally:
-        suite.compose("up", "--detach", "--wait", "--scale", "worker=1", "worker")
+        suite.compose(*scale, "worker=1", "worker")

@@ -9,7 +9,7 @@ changing the others. What they share lives in the platform stack.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aws_cdk import Annotations, Duration, RemovalPolicy, Size, Stack, TimeZone
@@ -850,98 +850,108 @@ class ServiceStack(Stack):
         read zero and scale the service in. The load balancer's count follows the traffic.
         """
         lb = self.platform.load_balancers[self.spec.name]
-        running = self._running_tasks()
-        target = count.node.find_child("Target")
-        assert isinstance(target, appscaling.ScalableTarget)
-        appscaling.CfnScalingPolicy(
-            self,
-            "Requests",
-            policy_name=f"{self.config.prefix}-{self.spec.name}-requests-per-task",
-            policy_type="TargetTrackingScaling",
-            scaling_target_id=target.scalable_target_id,
-            target_tracking_scaling_policy_configuration=appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
-                target_value=scaling.requests_per_task or 0,
-                scale_in_cooldown=scaling.scale_in_cooldown,
-                scale_out_cooldown=scaling.scale_out_cooldown,
-                customized_metric_specification=appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
-                    metrics=[
-                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                            id="requests",
-                            metric_stat=appscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
-                                metric=appscaling.CfnScalingPolicy.TargetTrackingMetricProperty(
-                                    namespace="AWS/ApplicationELB",
-                                    metric_name="RequestCount",
-                                    dimensions=[
-                                        appscaling.CfnScalingPolicy.TargetTrackingMetricDimensionProperty(
-                                            name="LoadBalancer",
-                                            value=lb.alb.load_balancer_full_name,
-                                        )
-                                    ],
-                                ),
-                                stat="Sum",
-                            ),
-                            return_data=False,
-                        ),
-                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                            id="tasks",
-                            metric_stat=appscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
-                                metric=appscaling.CfnScalingPolicy.TargetTrackingMetricProperty(
-                                    namespace=running.namespace,
-                                    metric_name=running.metric_name,
-                                    dimensions=[
-                                        appscaling.CfnScalingPolicy.TargetTrackingMetricDimensionProperty(
-                                            name=key, value=value
-                                        )
-                                        for key, value in (running.dimensions or {}).items()
-                                    ],
-                                ),
-                                stat="Average",
-                            ),
-                            return_data=False,
-                        ),
-                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                            id="per_task",
-                            expression=REQUESTS_PER_TASK,
-                            label="requests per task per minute",
-                            return_data=True,
-                        ),
-                    ]
-                ),
-            ),
+        self._track_per_task(
+            count,
+            scaling,
+            id="Requests",
+            name="requests-per-task",
+            target=scaling.requests_per_task or 0,
+            load=("requests", "AWS/ApplicationELB", "RequestCount", "Sum"),
+            dimensions={"LoadBalancer": lb.alb.load_balancer_full_name},
+            expression=REQUESTS_PER_TASK,
+            label="requests per task per minute",
         )
 
     def _scale_on_backlog(
         self, count: ecs.ScalableTaskCount, queue: sqs.IQueue, scaling: ScalingSpec
     ) -> None:
-        """Step scaling on visible messages per running task, a metric-math alarm, no Lambda.
+        """Target tracking on visible messages per running task (metric math, no Lambda).
 
-        With no task running the expression is the backlog itself, so a first message scales a
-        service at zero out at once, and a burst scales out before any CPU moves.
+        The target is the backlog one task clears within the acceptable latency. With no task
+        running the expression is the backlog itself, so a first message scales a service at
+        zero out at once, and a burst scales out before any CPU moves.
         """
-        backlog = scaling.backlog_per_task or 1
-        per_task = cloudwatch.MathExpression(
+        self._track_per_task(
+            count,
+            scaling,
+            id="Backlog",
+            name="backlog-per-task",
+            target=scaling.backlog_per_task or 1,
+            load=("visible", "AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum"),
+            dimensions={"QueueName": queue.queue_name},
             expression=BACKLOG_PER_TASK,
-            using_metrics={
-                "visible": queue.metric_approximate_number_of_messages_visible(
-                    period=Duration.minutes(1), statistic="Maximum"
-                ),
-                "tasks": self._running_tasks(),
-            },
             label="visible messages per running task",
-            period=Duration.minutes(1),
         )
-        count.scale_on_metric(
-            "Backlog",
-            metric=per_task,
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            cooldown=Duration.seconds(scaling.scale_out_cooldown),
-            evaluation_periods=1,
-            scaling_steps=[
-                appscaling.ScalingInterval(upper=backlog * 0.1, change=-1),
-                appscaling.ScalingInterval(lower=backlog, change=+1),
-                appscaling.ScalingInterval(lower=backlog * 2, change=+2),
-                appscaling.ScalingInterval(lower=backlog * 4, change=+4),
-            ],
+
+    def _track_per_task(
+        self,
+        count: ecs.ScalableTaskCount,
+        scaling: ScalingSpec,
+        *,
+        id: str,
+        name: str,
+        target: float,
+        load: tuple[str, str, str, str],
+        dimensions: Mapping[str, str],
+        expression: str,
+        label: str,
+    ) -> None:
+        """A target tracking policy on ``load`` divided by the running tasks (metric math).
+
+        ``load`` is (query id, namespace, metric name, statistic); ``expression`` divides it by
+        ``tasks``. L1: the L2 target tracking takes no metric math.
+        """
+        policy = appscaling.CfnScalingPolicy
+        running = self._running_tasks()
+        scalable = count.node.find_child("Target")
+        assert isinstance(scalable, appscaling.ScalableTarget)
+        query_id, namespace, metric_name, stat = load
+
+        def query(
+            query_id: str, namespace: str, metric_name: str, stat: str, dims: Mapping[str, str]
+        ) -> appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
+            return policy.TargetTrackingMetricDataQueryProperty(
+                id=query_id,
+                metric_stat=policy.TargetTrackingMetricStatProperty(
+                    metric=policy.TargetTrackingMetricProperty(
+                        namespace=namespace,
+                        metric_name=metric_name,
+                        dimensions=[
+                            policy.TargetTrackingMetricDimensionProperty(name=key, value=value)
+                            for key, value in dims.items()
+                        ],
+                    ),
+                    stat=stat,
+                ),
+                return_data=False,
+            )
+
+        policy(
+            self,
+            id,
+            policy_name=f"{self.config.prefix}-{self.spec.name}-{name}",
+            policy_type="TargetTrackingScaling",
+            scaling_target_id=scalable.scalable_target_id,
+            target_tracking_scaling_policy_configuration=policy.TargetTrackingScalingPolicyConfigurationProperty(
+                target_value=target,
+                scale_in_cooldown=scaling.scale_in_cooldown,
+                scale_out_cooldown=scaling.scale_out_cooldown,
+                customized_metric_specification=policy.CustomizedMetricSpecificationProperty(
+                    metrics=[
+                        query(query_id, namespace, metric_name, stat, dimensions),
+                        query(
+                            "tasks",
+                            running.namespace,
+                            running.metric_name,
+                            "Average",
+                            running.dimensions or {},
+                        ),
+                        policy.TargetTrackingMetricDataQueryProperty(
+                            id="per_task", expression=expression, label=label, return_data=True
+                        ),
+                    ]
+                ),
+            ),
         )
 
     # -- alarms -----------------------------------------------------------------------------
