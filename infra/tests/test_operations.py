@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from infra.testing import Assembly
+import pytest
+
+from infra.testing import Assembly, container, policy_statements
 
 
 def test_the_app_secret_does_not_rotate_before_its_role_exists(assembly: Assembly) -> None:
@@ -51,3 +53,48 @@ def test_spot_instances_drain_on_an_interruption_notice(assembly: Assembly) -> N
     ]
     launch = spot["MixedInstancesPolicy"]["LaunchTemplate"]["LaunchTemplateSpecification"]
     assert "InstanceTemplate" in json.dumps(launch)
+
+
+@pytest.mark.parametrize("service", ["api", "worker", "scheduler"])
+def test_ecs_exec_is_encrypted_logged_and_works_on_a_read_only_root(
+    assembly: Assembly, service: str
+) -> None:
+    [cluster] = assembly.resources("platform", "AWS::ECS::Cluster").values()
+    configuration = cluster["Properties"]["Configuration"]["ExecuteCommandConfiguration"]
+    assert "KmsKeyId" in configuration
+    assert configuration["Logging"] == "OVERRIDE"
+    log = configuration["LogConfiguration"]
+    assert log["CloudWatchEncryptionEnabled"] is True
+    [exec_logs] = [
+        group["Properties"]
+        for group in assembly.resources("platform", "AWS::Logs::LogGroup").values()
+        if group["Properties"].get("LogGroupName") == "/suite/dev/exec"
+    ]
+    assert "KmsKeyId" in exec_logs
+
+    app = container(assembly, service, "app")
+    assert app["ReadonlyRootFilesystem"] is True
+    assert app["LinuxParameters"]["InitProcessEnabled"] is True
+    mounted = {mount["ContainerPath"] for mount in app["MountPoints"] if not mount["ReadOnly"]}
+    assert {"/managed-agents", "/var/lib/amazon/ssm", "/var/log/amazon/ssm"} <= mounted
+
+    statements = policy_statements(assembly, service, "TaskRole")
+    channels = [s for s in statements if "ssmmessages:CreateControlChannel" in s["Action"]]
+    if service != "scheduler":  # an ECS service: ECS Exec is on
+        [ecs_service] = assembly.resources(service, "AWS::ECS::Service").values()
+        assert ecs_service["Properties"]["EnableExecuteCommand"] is True
+        [channel] = channels
+        assert sorted(channel["Action"]) == [
+            "ssmmessages:CreateControlChannel",
+            "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel",
+            "ssmmessages:OpenDataChannel",
+        ]
+    by_sid = {s.get("Sid"): s for s in statements}
+    assert by_sid["ExecSessionKey"]["Action"] == "kms:Decrypt"
+    assert sorted(by_sid["ExecSessionLogs"]["Action"]) == [
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    ]
+    exec_arn = "arn:aws:logs:eu-west-1:123456789012:log-group:/suite/dev/exec"
+    assert by_sid["ExecSessionLogs"]["Resource"] == [exec_arn, f"{exec_arn}:log-stream:*"]

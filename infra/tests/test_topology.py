@@ -104,7 +104,9 @@ def test_task_definitions_carry_the_seed_figures(assembly: Assembly, service: st
             "NetworkMode": "awsvpc",
             "RequiresCompatibilities": ["FARGATE"],
             "Family": f"suite-dev-{service}",
-            "Volumes": [{"Name": "tmp"}],
+            "Volumes": [
+                {"Name": name} for name in ("tmp", "ssm-managed-agents", "ssm-lib", "ssm-log")
+            ],
         },
     )
     app = container(assembly, service, "app")
@@ -112,9 +114,11 @@ def test_task_definitions_carry_the_seed_figures(assembly: Assembly, service: st
     assert app["User"] == "10001"
     assert app["ReadonlyRootFilesystem"] is True
     assert app["StopTimeout"] == load_specs(ROOT)[service].task.stop_timeout
-    assert app["MountPoints"] == [
-        {"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "tmp"}
-    ]
+    assert app["MountPoints"][0] == {
+        "ContainerPath": "/tmp",
+        "ReadOnly": False,
+        "SourceVolume": "tmp",
+    }
     assert app["LogConfiguration"]["LogDriver"] == "awslogs"
     assert app["DependsOn"] == [{"Condition": "START", "ContainerName": "otel-collector"}]
     environment = {e["Name"]: e["Value"] for e in app["Environment"]}

@@ -33,6 +33,7 @@ _INTERFACE_ENDPOINTS = {
     "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
     "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
+    "SsmMessages": ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES,  # ECS Exec sessions
     "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
     "XRay": ec2.InterfaceVpcEndpointAwsService.XRAY,
     "Kms": ec2.InterfaceVpcEndpointAwsService.KMS,

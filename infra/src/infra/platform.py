@@ -138,6 +138,17 @@ class PlatformStack(Stack):
             vpc=self.vpc,
             description=f"{config.prefix} service discovery",
         )
+        # ECS Exec sessions: their data encrypted with the environment key, and every session's
+        # commands and output recorded in an encrypted log group.
+        self.exec_logs_name = f"/{config.app}/{config.env}/exec"
+        self.exec_logs = logs.LogGroup(
+            self,
+            "ExecLogs",
+            log_group_name=self.exec_logs_name,
+            retention=config.log_retention,
+            encryption_key=self.key,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
         self.cluster = ecs.Cluster(
             self,
             "Cluster",
@@ -145,6 +156,13 @@ class PlatformStack(Stack):
             vpc=self.vpc,
             container_insights_v2=ecs.ContainerInsights.ENHANCED,
             enable_fargate_capacity_providers=True,
+            execute_command_configuration=ecs.ExecuteCommandConfiguration(
+                kms_key=self.key,
+                logging=ecs.ExecuteCommandLogging.OVERRIDE,
+                log_configuration=ecs.ExecuteCommandLogConfiguration(
+                    cloud_watch_log_group=self.exec_logs, cloud_watch_encryption_enabled=True
+                ),
+            ),
         )
         self.capacity_providers = self._ec2_capacity()
 

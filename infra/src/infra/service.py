@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Annotations, Duration, RemovalPolicy, Size, Stack, TimeZone
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Size, Stack, TimeZone
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -81,6 +81,13 @@ service:
 # Fail the api's 5xx alarm above this share of requests over five minutes.
 FIVE_XX_PERCENT = 5
 # Per running task; with none running, the whole count (so a service at zero scales out).
+# ECS Exec's SSM agent writes under these (aws/containers-roadmap#1359): task volumes, since the
+# root filesystem is read-only. Volume name: mount path.
+EXEC_AGENT_PATHS = {
+    "ssm-managed-agents": "/managed-agents",
+    "ssm-lib": "/var/lib/amazon/ssm",
+    "ssm-log": "/var/log/amazon/ssm",
+}
 REQUESTS_PER_TASK = "IF(FILL(tasks, 0) > 0, requests / FILL(tasks, 0), requests)"
 BACKLOG_PER_TASK = "IF(FILL(tasks, 0) > 0, FILL(visible, 0) / FILL(tasks, 0), FILL(visible, 0))"
 SCHEDULE_RETRIES = 3
@@ -238,7 +245,47 @@ class ServiceStack(Stack):
                 self.format_arn(service="ssm", resource="parameter", resource_name=f"{path[1:]}/*"),
                 "the service's own Parameter Store prefix: settings and flags under it",
             )
+        if config.ecs_exec:
+            self._exec_sessions(role)
         return role
+
+    def _exec_sessions(self, role: iam.Role) -> None:
+        """What the SSM agent in a task needs for an ECS Exec session (the cluster's settings).
+
+        The channel actions (``ssmmessages:*Channel``, no resource-level permissions) are added
+        by ECS for a service with execute-command; these are the cluster's session key and log
+        group, which an imported cluster does not tell it.
+        """
+        platform = self.platform
+        # By name: a literal ARN, no reference to the platform's output.
+        exec_logs = self.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=platform.exec_logs_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ExecSessionKey", actions=["kms:Decrypt"], resources=[platform.key.key_arn]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ExecSessionLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[exec_logs, f"{exec_logs}:log-stream:*"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ExecSessionLogGroups", actions=["logs:DescribeLogGroups"], resources=["*"]
+            )
+        )
+        acknowledge_wildcard(
+            role,
+            f"{exec_logs}:log-stream:*",
+            "an ECS Exec session writes a stream of its own name in the exec log group",
+        )
 
     def _role(self, id: str, service: str, purpose: str) -> iam.Role:
         """A role ``service`` assumes on behalf of this account only (no confused deputy)."""
@@ -364,8 +411,9 @@ class ServiceStack(Stack):
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
-            # The root filesystem is read-only: /tmp is a task volume (Fargate has no tmpfs).
-            volumes=[ecs.Volume(name="tmp")],
+            # The root filesystem is read-only: /tmp is a task volume (Fargate has no tmpfs), and
+            # so are the paths the SSM agent ECS Exec injects writes to.
+            volumes=[ecs.Volume(name=name) for name in ("tmp", *EXEC_AGENT_PATHS)],
         )
         # By name (the registry stack creates it): the image URI stays a literal in the template.
         repository = ecr.Repository.from_repository_name(
@@ -413,7 +461,8 @@ class ServiceStack(Stack):
             command=list(spec.command),
             user=spec.task.user,
             readonly_root_filesystem=True,
-            linux_parameters=self._no_capabilities("AppLinux"),
+            # The init process reaps the ECS Exec agent's children.
+            linux_parameters=self._no_capabilities("AppLinux", init_process=True),
             stop_timeout=Duration.seconds(spec.task.stop_timeout),
             environment=self._environment(),
             logging=logging,
@@ -439,7 +488,11 @@ class ServiceStack(Stack):
             ),
         )
         app.add_mount_points(
-            ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False)  # noqa: S108
+            ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False),  # noqa: S108
+            *(
+                ecs.MountPoint(container_path=path, source_volume=volume, read_only=False)
+                for volume, path in EXEC_AGENT_PATHS.items()
+            ),
         )
         app.add_container_dependencies(
             ecs.ContainerDependency(
@@ -482,9 +535,9 @@ class ServiceStack(Stack):
         )
         return task_definition
 
-    def _no_capabilities(self, id: str) -> ecs.LinuxParameters:
+    def _no_capabilities(self, id: str, *, init_process: bool = False) -> ecs.LinuxParameters:
         """Every Linux capability dropped: a non-root process on a high port needs none."""
-        parameters = ecs.LinuxParameters(self, id)
+        parameters = ecs.LinuxParameters(self, id, init_process_enabled=init_process or None)
         parameters.drop_capabilities(ecs.Capability.ALL)
         return parameters
 
@@ -516,7 +569,9 @@ class ServiceStack(Stack):
             "capacity_provider_strategies": self._capacity(),
             "min_healthy_percent": deployment.min_healthy_percent,
             "max_healthy_percent": deployment.max_percent,
-            "enable_execute_command": False,
+            # ECS adds the ssmmessages channel statements to the task role; the task role's
+            # ExecSessions statement covers the cluster's key and log group.
+            "enable_execute_command": self.config.ecs_exec,
             "propagate_tags": ecs.PropagatedTagSource.SERVICE,
         }
         if codedeploy_controlled:
