@@ -30,6 +30,7 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_shield as shield
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -963,6 +964,15 @@ class PlatformStack(Stack):
         alb.log_access_logs(self.access_logs, prefix=spec.name)
         if external:
             alb.add_redirect(source_port=80, target_port=HTTPS_PORT)
+            if self.config.shield_advanced:
+                # Needs the account's Shield Advanced subscription (a monthly fee and a
+                # one-year commitment): DDoS response team, cost protection, L7 mitigation.
+                shield.CfnProtection(
+                    self,
+                    f"Alb{name}Shield",
+                    name=f"{self.config.prefix}-{spec.name}",
+                    resource_arn=alb.load_balancer_arn,
+                )
             wafv2.CfnWebACLAssociation(
                 self,
                 f"Alb{name}Waf",
