@@ -63,6 +63,8 @@ ROTATION_DAYS = 30
 _EC2_SUFFIX = {CapacityProvider.EC2: "ec2", CapacityProvider.EC2_SPOT: "ec2-spot"}
 # Alarm when the connections in use pass this share of max_connections.
 DB_CONNECTIONS_ALARM_PERCENT = 80
+DB_CPU_ALARM_PERCENT = 80
+DB_FREE_STORAGE_GIB = 2  # 10% of the initial allocation: where storage autoscaling acts
 # AWS WAF inspects at most this much of a request body behind an ALB (a fixed limit there).
 WAF_BODY_INSPECTION_BYTES = 8 * 1024
 
@@ -193,6 +195,9 @@ class PlatformStack(Stack):
         self.access_logs = self._access_log_bucket() if exposed else None
         self.load_balancers = {name: self._load_balancer(spec) for name, spec in exposed.items()}
         self._service_network(specs)
+        self._waf_alarms(exposed)
+        self._image_findings()
+        self._dashboard(specs)
 
     # -- capacity ---------------------------------------------------------------------------
 
@@ -575,6 +580,7 @@ class PlatformStack(Stack):
         for group in log_groups:
             self.database.node.add_dependency(group)
         self._connections_alarm()
+        self._database_alarms()
         master_secret = self.database.secret
         assert master_secret is not None  # from_secret credentials always attach one
         app_secret = rds.DatabaseSecret(
@@ -672,6 +678,206 @@ class PlatformStack(Stack):
                 },
             ),
             targets=[targets.SnsTopic(self.alarm_topic)],
+        )
+
+    def _alarm(self, id: str, name: str, **props: Any) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            id,
+            alarm_name=f"{self.config.prefix}-{name}",
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            **props,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
+        return alarm
+
+    def _database_alarms(self) -> None:
+        """CPU and free storage (connections: :meth:`_connections_alarm`).
+
+        No replica-lag alarm: a Multi-AZ DB *instance* replicates to its standby synchronously
+        and publishes no ReplicaLag (only read replicas and Multi-AZ DB clusters do).
+        """
+        self._alarm(
+            "DbCpu",
+            "db-cpu",
+            alarm_description=f"database CPU above {DB_CPU_ALARM_PERCENT}% for 15 minutes",
+            metric=self.database.metric_cpu_utilization(period=Duration.minutes(5)),
+            threshold=DB_CPU_ALARM_PERCENT,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+        )
+        self._alarm(
+            "DbFreeStorage",
+            "db-free-storage",
+            alarm_description=(
+                f"database free storage below {DB_FREE_STORAGE_GIB} GiB: storage autoscaling "
+                "is not keeping up or has reached max_allocated_storage"
+            ),
+            metric=self.database.metric_free_storage_space(
+                period=Duration.minutes(5), statistic="Minimum"
+            ),
+            threshold=DB_FREE_STORAGE_GIB * 1024**3,
+            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            evaluation_periods=2,
+        )
+
+    def _waf_alarms(self, exposed: Mapping[str, ServiceSpec]) -> None:
+        """A spike of blocked requests: more in one rate window than one client may send."""
+        for name, spec in exposed.items():
+            if spec.exposure is not Exposure.EXTERNAL:
+                continue
+            edge = spec.edge
+            self._alarm(
+                f"WafBlocked{_pascal(name)}",
+                f"{name}-waf-blocked",
+                alarm_description=(
+                    f"WAF blocked more than {edge.requests_per_ip} requests to {name} in "
+                    f"{edge.rate_window_seconds} s (the per-address limit of one window): an "
+                    "attack, or a rule blocking real traffic"
+                ),
+                metric=self.waf_blocked(name, Duration.seconds(edge.rate_window_seconds)),
+                threshold=edge.requests_per_ip,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+            )
+
+    def waf_blocked(self, service: str, period: Duration) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/WAFV2",
+            metric_name="BlockedRequests",
+            dimensions_map={
+                "WebACL": f"{self.config.prefix}-{service}-web",
+                "Region": self.config.region,
+                "Rule": "ALL",
+            },
+            statistic="Sum",
+            period=period,
+        )
+
+    def _image_findings(self) -> None:
+        """A pushed image of this app with HIGH or CRITICAL findings reaches the alarm topic.
+
+        ECR's scan result is an event, not a metric. The repositories are the account's (the
+        registry stack): each environment is told, since each may be about to run the image.
+        """
+        severity = [{"numeric": [">", 0]}]
+        events.Rule(
+            self,
+            "ImageScanFindings",
+            rule_name=f"{self.config.prefix}-image-findings",
+            description=f"an image in {self.config.app}/* has HIGH or CRITICAL findings",
+            event_pattern=events.EventPattern(
+                source=["aws.ecr"],
+                detail_type=["ECR Image Scan"],
+                detail={
+                    "repository-name": [{"prefix": f"{self.config.app}/"}],
+                    "scan-status": ["COMPLETE"],
+                    "$or": [
+                        {"finding-severity-counts": {"CRITICAL": severity}},
+                        {"finding-severity-counts": {"HIGH": severity}},
+                    ],
+                },
+            ),
+            targets=[targets.SnsTopic(self.alarm_topic)],
+        )
+
+    def _dashboard(self, specs: Mapping[str, ServiceSpec]) -> None:
+        """One picture of the environment: traffic, queues, tasks, capacity, the database."""
+        prefix, minute = self.config.prefix, Duration.minutes(1)
+
+        def graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
+            return cloudwatch.GraphWidget(title=title, left=metrics, width=8, height=6)
+
+        widgets: list[cloudwatch.IWidget] = []
+        for name, lb in self.load_balancers.items():
+            metrics = lb.alb.metrics
+            widgets += [
+                graph(f"{name}: requests", [metrics.request_count(period=minute)]),
+                graph(
+                    f"{name}: errors",
+                    [
+                        metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT),
+                        metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT),
+                        metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_4XX_COUNT),
+                    ]
+                    + ([self.waf_blocked(name, minute)] if lb.external else []),
+                ),
+                graph(
+                    f"{name}: latency",
+                    [
+                        metrics.target_response_time(statistic=stat, period=minute)
+                        for stat in ("p50", "p99")
+                    ],
+                ),
+            ]
+        for name, queue in self.queues.items():
+            dlq = self.dead_letter_queues[name]
+            widgets += [
+                graph(
+                    f"queue {name}: depth",
+                    [
+                        queue.metric_approximate_number_of_messages_visible(period=minute),
+                        queue.metric_approximate_number_of_messages_not_visible(period=minute),
+                    ],
+                ),
+                graph(
+                    f"queue {name}: oldest message (s)",
+                    [queue.metric_approximate_age_of_oldest_message(period=minute)],
+                ),
+                graph(
+                    f"queue {name}: dead letters",
+                    [dlq.metric_approximate_number_of_messages_visible(period=minute)],
+                ),
+            ]
+        widgets += [
+            graph(
+                "running tasks per service",
+                [
+                    cloudwatch.Metric(
+                        namespace="ECS/ContainerInsights",
+                        metric_name="RunningTaskCount",
+                        dimensions_map={"ClusterName": prefix, "ServiceName": name},
+                        statistic="Average",
+                        period=minute,
+                        label=name,
+                    )
+                    for name in specs
+                ],
+            ),
+            graph(
+                "EC2 capacity providers: reservation %",
+                [
+                    cloudwatch.Metric(
+                        namespace="AWS/ECS/ManagedScaling",
+                        metric_name="CapacityProviderReservation",
+                        dimensions_map={
+                            "ClusterName": prefix,
+                            "CapacityProviderName": self.capacity_provider_name(provider),
+                        },
+                        statistic="Average",
+                        period=minute,
+                        label=provider.value,
+                    )
+                    for provider in self.capacity_providers
+                ],
+            ),
+            graph(
+                "database",
+                [
+                    self.database.metric_cpu_utilization(period=minute),
+                    self.database.metric_database_connections(period=minute),
+                ],
+            ),
+            graph(
+                "database: free storage",
+                [self.database.metric_free_storage_space(period=minute)],
+            ),
+        ]
+        cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=prefix,
+            widgets=[widgets[index : index + 3] for index in range(0, len(widgets), 3)],
         )
 
     def _connections_alarm(self) -> None:

@@ -80,6 +80,10 @@ service:
 """
 # Fail the api's 5xx alarm above this share of requests over five minutes.
 FIVE_XX_PERCENT = 5
+# An internet-facing service's p99: a request path's budget (the api answers from one database
+# query and one SQS send, each with its own timeouts well under this).
+P99_LATENCY_SECONDS = 1.0
+BELOW_DESIRED_MINUTES = 10
 # Per running task; with none running, the whole count (so a service at zero scales out).
 # ECS Exec's SSM agent writes under these (aws/containers-roadmap#1359): task volumes, since the
 # root filesystem is read-only. Volume name: mount path.
@@ -146,6 +150,7 @@ class ServiceStack(Stack):
             self._schedules(trigger)
         else:
             self.service = self._service()
+            self._below_desired_alarm()
             if spec.scaling is not None:
                 self._scaling(spec.scaling)
 
@@ -1023,11 +1028,51 @@ class ServiceStack(Stack):
         self.alarms.append(alarm)
         return alarm
 
+    def _below_desired_alarm(self) -> None:
+        """Fewer tasks running than ECS wants, for longer than a deploy or a scale-out takes:
+        tasks failing to start (image, settings, capacity) or being stopped over and over."""
+        desired = cloudwatch.Metric(
+            namespace="ECS/ContainerInsights",
+            metric_name="DesiredTaskCount",
+            dimensions_map={"ClusterName": self.config.prefix, "ServiceName": self.spec.name},
+            statistic="Average",
+            period=Duration.minutes(1),
+        )
+        self._alarm(
+            "below-desired",
+            alarm_description=(
+                f"{self.spec.name} runs fewer tasks than desired for {BELOW_DESIRED_MINUTES} "
+                "minutes"
+            ),
+            metric=cloudwatch.MathExpression(
+                expression="FILL(desired, 0) - FILL(running, 0)",
+                using_metrics={"desired": desired, "running": self._running_tasks()},
+                label="tasks missing",
+                period=Duration.minutes(1),
+            ),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=BELOW_DESIRED_MINUTES,
+        )
+
     def _load_balancer_alarms(
         self, lb: LoadBalancer, target_groups: Sequence[elbv2.ApplicationTargetGroup]
     ) -> None:
         metrics = lb.alb.metrics
         period = Duration.minutes(1)
+        if lb.external:
+            self._alarm(
+                "p99-latency",
+                alarm_description=(
+                    f"{self.spec.name}'s p99 response time above {P99_LATENCY_SECONDS} s "
+                    "(the load balancer's TargetResponseTime)"
+                ),
+                metric=metrics.target_response_time(statistic="p99", period=period),
+                threshold=P99_LATENCY_SECONDS,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=5,
+                datapoints_to_alarm=3,
+            )
         self._alarm(
             "5xx-rate",
             alarm_description=f"more than {FIVE_XX_PERCENT}% of {self.spec.name}'s answers are 5xx",
