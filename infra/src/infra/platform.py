@@ -10,7 +10,7 @@ are in the registry stack.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -785,8 +785,8 @@ class PlatformStack(Stack):
         """One picture of the environment: traffic, queues, tasks, capacity, the database."""
         prefix, minute = self.config.prefix, Duration.minutes(1)
 
-        def graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
-            return cloudwatch.GraphWidget(title=title, left=metrics, width=8, height=6)
+        def graph(title: str, metrics: Sequence[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
+            return cloudwatch.GraphWidget(title=title, left=list(metrics), width=8, height=6)
 
         widgets: list[cloudwatch.IWidget] = []
         for name, lb in self.load_balancers.items():
