@@ -1,5 +1,10 @@
 """The composed suite as a test harness: bring it up, talk to it, break it, read what it wrote.
 
+A pytest plugin (registered by the repository's root conftest.py): ``suite`` is one bring-up per
+test session, shared by every module that takes it (the end-to-end flows, the API's contract);
+the fault tests bring up a project of their own with :func:`running_suite`. Needs a Docker
+engine with Compose v2 (``compose_v2`` skips with the reason when there is none).
+
 Image names come from the environment like any `docker compose` run (CI points them at local
 stand-ins, .ci/compose.env). The project name (``project``, overridable through an environment
 variable so two checkouts can run at once) and the API port are the harness's own, so it never
@@ -137,3 +142,10 @@ def running_suite(project: str, settings: Mapping[str, str] | None = None) -> It
     finally:
         suite.api.close()
         suite.down()
+
+
+@pytest.fixture(scope="session")
+def suite(compose_v2: None) -> Iterator[Suite]:
+    # Overridable so two checkouts on one machine can run it at once.
+    with running_suite(os.environ.get("E2E_PROJECT", "ecs-suite-e2e")) as running:
+        yield running

@@ -1,6 +1,6 @@
 """The composed suite, as a user runs it: `docker compose up --build`, jobs through every service.
 
-The suite is brought up once for every module that uses it (``suite``, tests/conftest.py).
+The suite is brought up once for every module that uses it (``suite``, tests/compose_suite.py).
 """
 
 from __future__ import annotations
@@ -98,3 +98,27 @@ def test_every_service_logs_json(suite: Suite) -> None:
                 pytest.fail(f"{service} logged a line that is not JSON: {line[:200]}")
             # EMF lines carry their own shape; every other line names its service.
             assert "_aws" in record or record.get("service") in (service, "init"), line[:200]
+
+
+def test_the_api_sees_every_worker_task_and_the_fleet(suite: Suite) -> None:
+    admin = {"Authorization": f"Bearer {suite.token('e2e-ops', 'jobs:admin')}"}
+    assert suite.api.get("/ops/workers").status_code == 403  # read and write are not admin
+    # --no-deps: the one-shot init has exited, and --wait would count that against the command.
+    scale = ("up", "--detach", "--wait", "--no-deps", "--no-recreate", "--scale")
+    scaled = suite.compose(*scale, "worker=2", "worker", check=False)
+    assert scaled.returncode == 0, scaled.stderr
+    try:
+
+        def both_tasks() -> bool:
+            fleet = suite.api.get("/ops/workers", headers=admin).json()
+            return [task["status"] for task in fleet["tasks"]] == ["ok", "ok"]
+
+        wait_until(both_tasks, 60, "both worker tasks in the alias's answer", 0.5)
+        fleet = suite.api.get("/ops/workers", headers=admin).json()
+        assert fleet["discovery_name"] == "worker.development.suite.internal"
+        assert fleet["ready"] == "ok"
+        addresses = [task["address"] for task in fleet["tasks"]]
+        assert len(set(addresses)) == 2
+        assert all(task["stats"]["ready"] is True for task in fleet["tasks"])
+    finally:
+        suite.compose(*scale, "worker=1", "worker")

@@ -1,10 +1,10 @@
 """The API's OpenAPI document holds against the running suite: the document is what teams generate
 clients from, so it must say what the server does, and the server do what it says.
 
-Two independent users of the document, against the composed suite (``suite``, tests/conftest.py)
-with a token from its issuer: schemathesis, every check and every phase (stateful included, which
-follows the document's links), and a client generated from the served document into a temporary
-directory, which creates, reads and lists jobs the way the links say.
+Two independent users of the document, against the composed suite (``suite``,
+tests/compose_suite.py) with a token from its issuer: schemathesis, every check and every phase
+(stateful included, which follows the document's links), and a client generated from the served
+document into a temporary directory, which creates, reads and lists jobs the way the links say.
 """
 
 from __future__ import annotations

@@ -81,6 +81,20 @@ def test_internal_services_answer_on_their_cloud_map_name(spec: ServiceSpec) -> 
     assert name in SERVICES[spec.name]["networks"]["default"]["aliases"]
 
 
+@pytest.mark.parametrize(
+    "spec", [spec for spec in SPECS.values() if spec.calls], ids=lambda spec: spec.name
+)
+def test_callers_are_told_their_callees_names(spec: ServiceSpec) -> None:
+    environment = SERVICES[spec.name]["environment"]
+    for callee in spec.calls:
+        aliases = SERVICES[callee]["networks"]["default"]["aliases"]
+        variable = callee.upper().replace("-", "_")
+        assert environment[f"{variable}__DISCOVERY_NAME"] in aliases
+        assert environment[f"{variable}__ALB_URL"] == (
+            f"http://{environment[f'{variable}__DISCOVERY_NAME']}:{SPECS[callee].port}"
+        )
+
+
 def test_services_run_hardened() -> None:
     for name in SPECS:
         service = SERVICES[name]

@@ -96,14 +96,17 @@ def extended_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def extended(tmp_path_factory: pytest.TempPathFactory, extended_root: Path) -> Assembly:
-    """The app over ``extended_root``, with both cost switches flipped, images pinned by digest
-    (as ``-c imageDigests=...`` passes them: JSON text) and the delivery stack's roles."""
+    """The app over ``extended_root``, with both cost switches flipped, the production switches
+    Shield Advanced and ECR enhanced scanning on (as ``-c`` passes them: text), images pinned by
+    digest (as ``-c imageDigests=...`` passes them: JSON text) and the delivery stack's roles."""
     return synthesize(
         tmp_path_factory.mktemp("cdk.out.extended"),
         root=extended_root,
         context={
             "natGateways": 0,
             "dbMultiAz": False,
+            "shieldAdvanced": "true",
+            "ecrEnhancedScanning": "true",
             "imageDigests": json.dumps(IMAGE_DIGESTS),
             # As `-c` passes them: the delivery stack's roles for this repository.
             "githubRepository": GITHUB_REPOSITORY,

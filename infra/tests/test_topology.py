@@ -104,7 +104,9 @@ def test_task_definitions_carry_the_seed_figures(assembly: Assembly, service: st
             "NetworkMode": "awsvpc",
             "RequiresCompatibilities": ["FARGATE"],
             "Family": f"suite-dev-{service}",
-            "Volumes": [{"Name": "tmp"}],
+            "Volumes": [
+                {"Name": name} for name in ("tmp", "ssm-managed-agents", "ssm-lib", "ssm-log")
+            ],
         },
     )
     app = container(assembly, service, "app")
@@ -112,9 +114,11 @@ def test_task_definitions_carry_the_seed_figures(assembly: Assembly, service: st
     assert app["User"] == "10001"
     assert app["ReadonlyRootFilesystem"] is True
     assert app["StopTimeout"] == load_specs(ROOT)[service].task.stop_timeout
-    assert app["MountPoints"] == [
-        {"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "tmp"}
-    ]
+    assert app["MountPoints"][0] == {
+        "ContainerPath": "/tmp",
+        "ReadOnly": False,
+        "SourceVolume": "tmp",
+    }
     assert app["LogConfiguration"]["LogDriver"] == "awslogs"
     assert app["DependsOn"] == [{"Condition": "START", "ContainerName": "otel-collector"}]
     environment = {e["Name"]: e["Value"] for e in app["Environment"]}
@@ -357,37 +361,44 @@ def test_api_scales_on_cpu_memory_and_requests_per_task(assembly: Assembly) -> N
     assert next(q for q in queries if q.get("ReturnData"))["Expression"].startswith("IF(")
 
 
-def test_worker_scales_on_backlog_per_task_with_metric_math(assembly: Assembly) -> None:
+def test_worker_tracks_backlog_per_task_cpu_and_memory(assembly: Assembly) -> None:
     worker = assembly.template("worker")
     worker.has_resource_properties(
         "AWS::ApplicationAutoScaling::ScalableTarget", {"MinCapacity": 2, "MaxCapacity": 20}
     )
-    worker.has_resource_properties(
-        "AWS::ApplicationAutoScaling::ScalingPolicy",
-        {
-            "PolicyType": "StepScaling",
-            "StepScalingPolicyConfiguration": Match.object_like(
-                {"AdjustmentType": "ChangeInCapacity"}
-            ),
-        },
-    )
-    alarms = assembly.resources("worker", "AWS::CloudWatch::Alarm").values()
-    backlog = [
-        alarm
-        for alarm in alarms
-        for query in alarm["Properties"].get("Metrics", [])
-        if "FILL(visible, 0) / FILL(tasks, 0)" in query.get("Expression", "")
+    policies = [
+        policy["Properties"]
+        for policy in assembly.resources(
+            "worker", "AWS::ApplicationAutoScaling::ScalingPolicy"
+        ).values()
     ]
-    # The upper alarm fires on the first period above the target: no wait on CPU.
-    upper = [a for a in backlog if a["Properties"]["ComparisonOperator"].startswith("Greater")]
-    assert upper
-    assert upper[0]["Properties"]["Threshold"] == 100
-    assert upper[0]["Properties"]["EvaluationPeriods"] == 1
-    queries = {q["Id"]: q for q in upper[0]["Properties"]["Metrics"]}
-    assert (
-        queries["visible"]["MetricStat"]["Metric"]["MetricName"]
-        == "ApproximateNumberOfMessagesVisible"
+    # Target tracking only: no step policy whose scale-in could fight another's scale-out.
+    assert {policy["PolicyType"] for policy in policies} == {"TargetTrackingScaling"}
+    configs = [policy["TargetTrackingScalingPolicyConfiguration"] for policy in policies]
+    predefined = {
+        config["PredefinedMetricSpecification"]["PredefinedMetricType"]: config["TargetValue"]
+        for config in configs
+        if "PredefinedMetricSpecification" in config
+    }
+    assert predefined == {
+        "ECSServiceAverageCPUUtilization": 70,
+        "ECSServiceAverageMemoryUtilization": 80,
+    }
+    assert not any(config.get("DisableScaleIn") for config in configs)
+    [backlog] = [config for config in configs if "CustomizedMetricSpecification" in config]
+    # The spec's acceptable latency x per-task throughput: 60 s x 2 messages/s.
+    assert backlog["TargetValue"] == 120
+    queries = {q["Id"]: q for q in backlog["CustomizedMetricSpecification"]["Metrics"]}
+    assert queries["per_task"]["Expression"] == (
+        "IF(FILL(tasks, 0) > 0, FILL(visible, 0) / FILL(tasks, 0), FILL(visible, 0))"
     )
+    visible = queries["visible"]["MetricStat"]["Metric"]
+    assert (visible["Namespace"], visible["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert queries["tasks"]["MetricStat"]["Metric"]["MetricName"] == "RunningTaskCount"
+    assert not assembly.resources("worker", "AWS::CloudWatch::Alarm").keys() & {"Backlog"}
 
 
 def test_queue_has_a_dlq_redrive_and_ssl_only_policy(assembly: Assembly) -> None:

@@ -68,7 +68,7 @@ def test_the_infra_sections_of_the_three_services() -> None:
     assert api.deployment.strategy is DeploymentStrategy.BLUE_GREEN
     assert api.deployment.controller is BlueGreenController.CODEDEPLOY
     assert worker.scaling is not None
-    assert worker.scaling.backlog_per_task == 100
+    assert worker.scaling.backlog_per_task == 120  # 60 s at 2 messages per second
     assert worker.deployment.strategy is DeploymentStrategy.ROLLING
     assert scheduler.scaling is None
     assert all(spec.fargate for spec in specs.values())
@@ -106,8 +106,19 @@ _API = {
         ({"scaling": {"min_count": 3, "max_count": 5}}, "outside scaling 3..5"),
         ({"scaling": {"min_count": 5, "max_count": 3}}, "above max_count"),
         (
-            {"scaling": {"min_count": 1, "max_count": 3, "backlog_per_task": 10}},
+            {
+                "scaling": {
+                    "min_count": 1,
+                    "max_count": 3,
+                    "acceptable_latency_seconds": 60,
+                    "messages_per_second_per_task": 2,
+                }
+            },
             "needs an sqs trigger",
+        ),
+        (
+            {"scaling": {"min_count": 1, "max_count": 3, "acceptable_latency_seconds": 60}},
+            "go together",
         ),
         (
             {"exposure": "none", "deployment": {"strategy": "blue_green"}},

@@ -58,6 +58,7 @@ def build_stacks(app: App, config: EnvConfig, specs: Mapping[str, ServiceSpec]) 
         f"{config.app}-registry",
         app=config.app,
         services=specs,
+        enhanced_scanning=config.ecr_enhanced_scanning,
         env=environment,
         description=f"{config.app}: the services' ECR repositories, shared by every environment",
     )

@@ -61,6 +61,9 @@ class EnvConfig:
     ec2_max_instances: int = 4
     otel_collector_image: str = OTEL_COLLECTOR_IMAGE
     alarm_email: str | None = None
+    ecs_exec: bool = True
+    shield_advanced: bool = False
+    ecr_enhanced_scanning: bool = False
     github_repository: str | None = None
     github_oidc_provider_arn: str | None = None
     deploy_environments: tuple[str, ...] = ()
@@ -135,6 +138,9 @@ class EnvConfig:
             ec2_max_instances=int(get("ec2MaxInstances", 4)),
             otel_collector_image=str(get("otelCollectorImage", cls.otel_collector_image)),
             alarm_email=get("alarmEmail"),
+            ecs_exec=_boolean(get("ecsExec", True)),
+            shield_advanced=_boolean(get("shieldAdvanced", False)),
+            ecr_enhanced_scanning=_boolean(get("ecrEnhancedScanning", False)),
             github_repository=get("githubRepository"),
             github_oidc_provider_arn=get("githubOidcProviderArn"),
             deploy_environments=_names(get("deployEnvironments", [get("envName")])),

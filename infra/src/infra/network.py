@@ -33,6 +33,7 @@ _INTERFACE_ENDPOINTS = {
     "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
     "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
+    "SsmMessages": ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES,  # ECS Exec sessions
     "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
     "XRay": ec2.InterfaceVpcEndpointAwsService.XRAY,
     "Kms": ec2.InterfaceVpcEndpointAwsService.KMS,
@@ -102,10 +103,13 @@ class NetworkStack(Stack):
                 },
             )
         )
-        # Alarms publish to the encrypted alarm topic.
+        # Alarms (CloudWatch) and events (EventBridge rules) publish to the encrypted alarm topic.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                principals=[
+                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
+                    iam.ServicePrincipal("events.amazonaws.com"),
+                ],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
                 conditions={"StringEquals": {"aws:SourceAccount": config.account}},

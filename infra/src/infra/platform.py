@@ -10,7 +10,7 @@ are in the registry stack.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +22,15 @@ from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_shield as shield
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -60,6 +63,8 @@ ROTATION_DAYS = 30
 _EC2_SUFFIX = {CapacityProvider.EC2: "ec2", CapacityProvider.EC2_SPOT: "ec2-spot"}
 # Alarm when the connections in use pass this share of max_connections.
 DB_CONNECTIONS_ALARM_PERCENT = 80
+DB_CPU_ALARM_PERCENT = 80
+DB_FREE_STORAGE_GIB = 2  # 10% of the initial allocation: where storage autoscaling acts
 # AWS WAF inspects at most this much of a request body behind an ALB (a fixed limit there).
 WAF_BODY_INSPECTION_BYTES = 8 * 1024
 
@@ -71,6 +76,8 @@ class LoadBalancer:
     alb: elbv2.ApplicationLoadBalancer
     security_group: ec2.SecurityGroup
     external: bool
+    port: int
+    """The listener's: 443 when external, else the service's own port."""
 
 
 @dataclass(frozen=True)
@@ -119,15 +126,13 @@ class PlatformStack(Stack):
         if config.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
 
-        # Every task carries this group besides its own: the database and the internal load
-        # balancers admit it, so "a service of this environment" is one rule, not one per service.
-        self.services_sg = ec2.SecurityGroup(
-            self,
-            "ServicesSg",
-            vpc=self.vpc,
-            description=f"{config.prefix}: member of the services (admitted by db, internal ALBs)",
-            allow_all_outbound=False,
-        )
+        # One group per service: what admits a service's tasks (its load balancer, the services
+        # that call it) and what they may reach (the database when they use it, the services
+        # they call) is written per service, so no task is reachable by a service that has no
+        # business with it.
+        self.task_security_groups = {
+            name: self._task_security_group(spec) for name, spec in specs.items()
+        }
 
         self.namespace = servicediscovery.PrivateDnsNamespace(
             self,
@@ -136,6 +141,17 @@ class PlatformStack(Stack):
             vpc=self.vpc,
             description=f"{config.prefix} service discovery",
         )
+        # ECS Exec sessions: their data encrypted with the environment key, and every session's
+        # commands and output recorded in an encrypted log group.
+        self.exec_logs_name = f"/{config.app}/{config.env}/exec"
+        self.exec_logs = logs.LogGroup(
+            self,
+            "ExecLogs",
+            log_group_name=self.exec_logs_name,
+            retention=config.log_retention,
+            encryption_key=self.key,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
         self.cluster = ecs.Cluster(
             self,
             "Cluster",
@@ -143,6 +159,13 @@ class PlatformStack(Stack):
             vpc=self.vpc,
             container_insights_v2=ecs.ContainerInsights.ENHANCED,
             enable_fargate_capacity_providers=True,
+            execute_command_configuration=ecs.ExecuteCommandConfiguration(
+                kms_key=self.key,
+                logging=ecs.ExecuteCommandLogging.OVERRIDE,
+                log_configuration=ecs.ExecuteCommandLogConfiguration(
+                    cloud_watch_log_group=self.exec_logs, cloud_watch_encryption_enabled=True
+                ),
+            ),
         )
         self.capacity_providers = self._ec2_capacity()
 
@@ -157,7 +180,7 @@ class PlatformStack(Stack):
             instance_type=config.db_instance_type,
             max_connections=config.db_max_connections,
         )
-        self._database()
+        self._database(specs)
 
         ssm.StringParameter(
             self,
@@ -171,6 +194,10 @@ class PlatformStack(Stack):
         exposed = {name: spec for name, spec in specs.items() if spec.exposure is not Exposure.NONE}
         self.access_logs = self._access_log_bucket() if exposed else None
         self.load_balancers = {name: self._load_balancer(spec) for name, spec in exposed.items()}
+        self._service_network(specs)
+        self._waf_alarms(exposed)
+        self._image_findings()
+        self._dashboard(specs)
 
     # -- capacity ---------------------------------------------------------------------------
 
@@ -201,7 +228,13 @@ class PlatformStack(Stack):
         )
         user_data = ec2.UserData.for_linux()
         # awsvpc tasks must not borrow the instance's role through the metadata service.
-        user_data.add_commands("echo ECS_AWSVPC_BLOCK_IMDS=true >> /etc/ecs/ecs.config")
+        user_data.add_commands(
+            "echo ECS_AWSVPC_BLOCK_IMDS=true >> /etc/ecs/ecs.config",
+            # A Spot interruption notice sets the instance DRAINING, so its tasks are replaced
+            # within the two minutes' warning. CDK writes this only for an ASG with spotPrice,
+            # never for a mixed-instances group; on on-demand instances no notice ever comes.
+            "echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config",
+        )
         template = ec2.LaunchTemplate(
             self,
             "InstanceTemplate",
@@ -389,7 +422,57 @@ class PlatformStack(Stack):
 
     # -- database ---------------------------------------------------------------------------
 
-    def _database(self) -> None:
+    # -- the service network ------------------------------------------------------------------
+
+    def _task_security_group(self, spec: ServiceSpec) -> ec2.SecurityGroup:
+        group = ec2.SecurityGroup(
+            self,
+            f"Tasks{_pascal(spec.name)}Sg",
+            vpc=self.vpc,
+            description=f"{self.config.prefix}: tasks of {spec.name}",
+            allow_all_outbound=False,
+        )
+        # AWS APIs, through the NAT gateway or the VPC endpoints.
+        group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "AWS APIs over HTTPS")
+        return group
+
+    def _service_network(self, specs: Mapping[str, ServiceSpec]) -> None:
+        """Each service's tasks admit their own load balancer and the services that call them.
+
+        A call goes to every task through Cloud Map (an ops view, a fan-out) or to any task
+        through the internal load balancer: a caller is admitted by both, nobody else by either.
+        """
+        for name, spec in specs.items():
+            lb = self.load_balancers.get(name)
+            if lb is not None:
+                assert spec.port is not None
+                lb.security_group.connections.allow_to(
+                    self.task_security_groups[name],
+                    ec2.Port.tcp(spec.port),
+                    f"{name}'s load balancer to its tasks",
+                )
+            for callee in spec.calls:
+                target = specs.get(callee)
+                if target is None or target.exposure is not Exposure.INTERNAL:
+                    internal = [n for n, s in specs.items() if s.exposure is Exposure.INTERNAL]
+                    raise ValueError(
+                        f"{name}: calls {callee!r}, which is not an internal service ({internal})"
+                    )
+                if target.deployment.through_codedeploy:
+                    raise ValueError(
+                        f"{name}: calls {callee!r}, whose CodeDeploy blue/green has no Cloud Map"
+                    )
+                assert target.port is not None
+                caller = self.task_security_groups[name]
+                for group, what in (
+                    (self.task_security_groups[callee], "tasks (Cloud Map)"),
+                    (self.load_balancers[callee].security_group, "internal ALB"),
+                ):
+                    caller.connections.allow_to(
+                        group, ec2.Port.tcp(target.port), f"{name} to {callee}'s {what}"
+                    )
+
+    def _database(self, specs: Mapping[str, ServiceSpec]) -> None:
         """PostgreSQL with two rotating secrets: the master, and the app's (alternating users).
 
         The services read ``{app}/{env}/db`` (the app user) by id and fetch it at runtime, so a
@@ -415,8 +498,13 @@ class PlatformStack(Stack):
         rotation_sg.add_egress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "Secrets Manager API"
         )
-        for client, what in ((self.services_sg, "services"), (rotation_sg, "rotation")):
-            self.db_sg.add_ingress_rule(client, ec2.Port.tcp(POSTGRES_PORT), f"from the {what}")
+        clients = {
+            name: group
+            for name, group in self.task_security_groups.items()
+            if specs[name].uses_database
+        } | {"the rotation": rotation_sg}
+        for what, client in clients.items():
+            self.db_sg.add_ingress_rule(client, ec2.Port.tcp(POSTGRES_PORT), f"from {what}")
             client.add_egress_rule(self.db_sg, ec2.Port.tcp(POSTGRES_PORT), "to PostgreSQL")
 
         engine = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_17_6)
@@ -492,6 +580,7 @@ class PlatformStack(Stack):
         for group in log_groups:
             self.database.node.add_dependency(group)
         self._connections_alarm()
+        self._database_alarms()
         master_secret = self.database.secret
         assert master_secret is not None  # from_secret credentials always attach one
         app_secret = rds.DatabaseSecret(
@@ -509,13 +598,19 @@ class PlatformStack(Stack):
             "vpc_subnets": self.private_subnets,
             "security_groups": [rotation_sg],
         }
-        for secret, hosted, name in (
+        # rotate_immediately_on_update: CloudFormation would rotate as soon as the schedule
+        # exists. The master's first rotation works then; the app's multi-user rotation clones
+        # the `app` role, which the init/migration creates only after the stack is deployed, so
+        # its first run would fail. It first runs after ROTATION_DAYS (or by hand once the role
+        # exists: `aws secretsmanager rotate-secret`), and any failure reaches the alarm topic.
+        for secret, hosted, name, at_once in (
             (
                 master_secret,
                 secretsmanager.HostedRotation.postgre_sql_single_user(
                     function_name=f"{config.prefix}-db-master-rotation", **rotation_options
                 ),
                 "MasterRotation",
+                True,
             ),
             (
                 self.db_secret,
@@ -525,6 +620,7 @@ class PlatformStack(Stack):
                     **rotation_options,
                 ),
                 "AppRotation",
+                False,
             ),
         ):
             schedule = secretsmanager.RotationSchedule(
@@ -533,11 +629,14 @@ class PlatformStack(Stack):
                 secret=secret,
                 hosted_rotation=hosted,
                 automatically_after=Duration.days(ROTATION_DAYS),
+                rotate_immediately_on_update=at_once,
             )
             # The hosted function decrypts the secret with the environment's key.
             resource = schedule.node.default_child
             assert isinstance(resource, secretsmanager.CfnRotationSchedule)
             resource.add_property_override("HostedRotationLambda.KmsKeyArn", self.key.key_arn)
+
+        self._rotation_failures([master_secret, self.db_secret])
 
         monitoring_role = self.database.node.find_child("MonitoringRole")
         acknowledge_nag(
@@ -558,6 +657,228 @@ class PlatformStack(Stack):
                 "dbMultiAz=false was chosen for this environment (cost); production keeps it",
             )
             skip_checkov(self.database, "CKV_AWS_157", "dbMultiAz=false chosen for this env")
+
+    def _rotation_failures(self, secrets: list[secretsmanager.ISecret]) -> None:
+        """A failed rotation of the database's secrets reaches the alarm topic.
+
+        Secrets Manager reports it as a CloudTrail service event (``RotationFailed``), not as a
+        metric: an EventBridge rule on it, for these secrets only, publishes to the topic.
+        """
+        events.Rule(
+            self,
+            "DbRotationFailed",
+            rule_name=f"{self.config.prefix}-db-rotation-failed",
+            description="a rotation of the database's secrets failed",
+            event_pattern=events.EventPattern(
+                source=["aws.secretsmanager"],
+                detail_type=["AWS Service Event via CloudTrail"],
+                detail={
+                    "eventName": ["RotationFailed"],
+                    "additionalEventData": {"SecretId": [s.secret_arn for s in secrets]},
+                },
+            ),
+            targets=[targets.SnsTopic(self.alarm_topic)],
+        )
+
+    def _alarm(self, id: str, name: str, **props: Any) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            id,
+            alarm_name=f"{self.config.prefix}-{name}",
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            **props,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
+        return alarm
+
+    def _database_alarms(self) -> None:
+        """CPU and free storage (connections: :meth:`_connections_alarm`).
+
+        No replica-lag alarm: a Multi-AZ DB *instance* replicates to its standby synchronously
+        and publishes no ReplicaLag (only read replicas and Multi-AZ DB clusters do).
+        """
+        self._alarm(
+            "DbCpu",
+            "db-cpu",
+            alarm_description=f"database CPU above {DB_CPU_ALARM_PERCENT}% for 15 minutes",
+            metric=self.database.metric_cpu_utilization(period=Duration.minutes(5)),
+            threshold=DB_CPU_ALARM_PERCENT,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+        )
+        self._alarm(
+            "DbFreeStorage",
+            "db-free-storage",
+            alarm_description=(
+                f"database free storage below {DB_FREE_STORAGE_GIB} GiB: storage autoscaling "
+                "is not keeping up or has reached max_allocated_storage"
+            ),
+            metric=self.database.metric_free_storage_space(
+                period=Duration.minutes(5), statistic="Minimum"
+            ),
+            threshold=DB_FREE_STORAGE_GIB * 1024**3,
+            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            evaluation_periods=2,
+        )
+
+    def _waf_alarms(self, exposed: Mapping[str, ServiceSpec]) -> None:
+        """A spike of blocked requests: more in one rate window than one client may send."""
+        for name, spec in exposed.items():
+            if spec.exposure is not Exposure.EXTERNAL:
+                continue
+            edge = spec.edge
+            self._alarm(
+                f"WafBlocked{_pascal(name)}",
+                f"{name}-waf-blocked",
+                alarm_description=(
+                    f"WAF blocked more than {edge.requests_per_ip} requests to {name} in "
+                    f"{edge.rate_window_seconds} s (the per-address limit of one window): an "
+                    "attack, or a rule blocking real traffic"
+                ),
+                metric=self.waf_blocked(name, Duration.seconds(edge.rate_window_seconds)),
+                threshold=edge.requests_per_ip,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+            )
+
+    def waf_blocked(self, service: str, period: Duration) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/WAFV2",
+            metric_name="BlockedRequests",
+            dimensions_map={
+                "WebACL": f"{self.config.prefix}-{service}-web",
+                "Region": self.config.region,
+                "Rule": "ALL",
+            },
+            statistic="Sum",
+            period=period,
+        )
+
+    def _image_findings(self) -> None:
+        """A pushed image of this app with HIGH or CRITICAL findings reaches the alarm topic.
+
+        ECR's scan result is an event, not a metric. The repositories are the account's (the
+        registry stack): each environment is told, since each may be about to run the image.
+        """
+        severity = [{"numeric": [">", 0]}]
+        events.Rule(
+            self,
+            "ImageScanFindings",
+            rule_name=f"{self.config.prefix}-image-findings",
+            description=f"an image in {self.config.app}/* has HIGH or CRITICAL findings",
+            event_pattern=events.EventPattern(
+                source=["aws.ecr"],
+                detail_type=["ECR Image Scan"],
+                detail={
+                    "repository-name": [{"prefix": f"{self.config.app}/"}],
+                    "scan-status": ["COMPLETE"],
+                    "$or": [
+                        {"finding-severity-counts": {"CRITICAL": severity}},
+                        {"finding-severity-counts": {"HIGH": severity}},
+                    ],
+                },
+            ),
+            targets=[targets.SnsTopic(self.alarm_topic)],
+        )
+
+    def _dashboard(self, specs: Mapping[str, ServiceSpec]) -> None:
+        """One picture of the environment: traffic, queues, tasks, capacity, the database."""
+        prefix, minute = self.config.prefix, Duration.minutes(1)
+
+        def graph(title: str, metrics: Sequence[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
+            return cloudwatch.GraphWidget(title=title, left=list(metrics), width=8, height=6)
+
+        widgets: list[cloudwatch.IWidget] = []
+        for name, lb in self.load_balancers.items():
+            metrics = lb.alb.metrics
+            widgets += [
+                graph(f"{name}: requests", [metrics.request_count(period=minute)]),
+                graph(
+                    f"{name}: errors",
+                    [
+                        metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT),
+                        metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT),
+                        metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_4XX_COUNT),
+                    ]
+                    + ([self.waf_blocked(name, minute)] if lb.external else []),
+                ),
+                graph(
+                    f"{name}: latency",
+                    [
+                        metrics.target_response_time(statistic=stat, period=minute)
+                        for stat in ("p50", "p99")
+                    ],
+                ),
+            ]
+        for name, queue in self.queues.items():
+            dlq = self.dead_letter_queues[name]
+            widgets += [
+                graph(
+                    f"queue {name}: depth",
+                    [
+                        queue.metric_approximate_number_of_messages_visible(period=minute),
+                        queue.metric_approximate_number_of_messages_not_visible(period=minute),
+                    ],
+                ),
+                graph(
+                    f"queue {name}: oldest message (s)",
+                    [queue.metric_approximate_age_of_oldest_message(period=minute)],
+                ),
+                graph(
+                    f"queue {name}: dead letters",
+                    [dlq.metric_approximate_number_of_messages_visible(period=minute)],
+                ),
+            ]
+        widgets += [
+            graph(
+                "running tasks per service",
+                [
+                    cloudwatch.Metric(
+                        namespace="ECS/ContainerInsights",
+                        metric_name="RunningTaskCount",
+                        dimensions_map={"ClusterName": prefix, "ServiceName": name},
+                        statistic="Average",
+                        period=minute,
+                        label=name,
+                    )
+                    for name in specs
+                ],
+            ),
+            graph(
+                "EC2 capacity providers: reservation %",
+                [
+                    cloudwatch.Metric(
+                        namespace="AWS/ECS/ManagedScaling",
+                        metric_name="CapacityProviderReservation",
+                        dimensions_map={
+                            "ClusterName": prefix,
+                            "CapacityProviderName": self.capacity_provider_name(provider),
+                        },
+                        statistic="Average",
+                        period=minute,
+                        label=provider.value,
+                    )
+                    for provider in self.capacity_providers
+                ],
+            ),
+            graph(
+                "database",
+                [
+                    self.database.metric_cpu_utilization(period=minute),
+                    self.database.metric_database_connections(period=minute),
+                ],
+            ),
+            graph(
+                "database: free storage",
+                [self.database.metric_free_storage_space(period=minute)],
+            ),
+        ]
+        cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=prefix,
+            widgets=[widgets[index : index + 3] for index in range(0, len(widgets), 3)],
+        )
 
     def _connections_alarm(self) -> None:
         """Connections in use near max_connections: the next scale-out or deploy would fail."""
@@ -828,14 +1149,6 @@ class PlatformStack(Stack):
                 "AwsSolutions-EC23",
                 "an internet-facing ALB: 443 open to all by design, 80 only redirects; WAF filters",
             )
-        else:
-            assert spec.port is not None  # the spec requires a port when exposed
-            security_group.add_ingress_rule(
-                self.services_sg, ec2.Port.tcp(spec.port), "the services of this environment"
-            )
-            self.services_sg.add_egress_rule(
-                security_group, ec2.Port.tcp(spec.port), f"{spec.name}'s internal ALB"
-            )
         alb = elbv2.ApplicationLoadBalancer(
             self,
             f"Alb{name}",
@@ -857,6 +1170,15 @@ class PlatformStack(Stack):
         alb.log_access_logs(self.access_logs, prefix=spec.name)
         if external:
             alb.add_redirect(source_port=80, target_port=HTTPS_PORT)
+            if self.config.shield_advanced:
+                # Needs the account's Shield Advanced subscription (a monthly fee and a
+                # one-year commitment): DDoS response team, cost protection, L7 mitigation.
+                shield.CfnProtection(
+                    self,
+                    f"Alb{name}Shield",
+                    name=f"{self.config.prefix}-{spec.name}",
+                    resource_arn=alb.load_balancer_arn,
+                )
             wafv2.CfnWebACLAssociation(
                 self,
                 f"Alb{name}Waf",
@@ -867,10 +1189,16 @@ class PlatformStack(Stack):
             skip_checkov(
                 alb,
                 "CKV2_AWS_28",
-                "internal ALB: reachable only from the services' security group; WAF guards "
+                "internal ALB: reachable only from its callers' security groups; WAF guards "
                 "the internet-facing one",
             )
-        return LoadBalancer(alb=alb, security_group=security_group, external=external)
+        assert spec.port is not None  # the spec requires a port when exposed
+        return LoadBalancer(
+            alb=alb,
+            security_group=security_group,
+            external=external,
+            port=HTTPS_PORT if external else spec.port,
+        )
 
 
 def greater_than_pattern(limit: int) -> str:

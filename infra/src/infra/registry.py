@@ -37,11 +37,37 @@ class RegistryStack(Stack):
     """Holds no environment's value: every environment's app synthesizes the same template."""
 
     def __init__(
-        self, scope: Construct, id: str, *, app: str, services: Iterable[str], **kwargs: Any
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        app: str,
+        services: Iterable[str],
+        enhanced_scanning: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
         for service in services:
             self._repository(service, repository_name(app, service))
+        if enhanced_scanning:
+            # Amazon Inspector scans the app's repositories on push and again whenever a new
+            # vulnerability is published (basic scanning looks once, at push). One setting per
+            # registry: set `ecrEnhancedScanning` alike in every environment's context.
+            ecr.CfnRegistryScanningConfiguration(
+                self,
+                "EnhancedScanning",
+                scan_type="ENHANCED",
+                rules=[
+                    ecr.CfnRegistryScanningConfiguration.ScanningRuleProperty(
+                        scan_frequency="CONTINUOUS_SCAN",
+                        repository_filters=[
+                            ecr.CfnRegistryScanningConfiguration.RepositoryFilterProperty(
+                                filter=f"{app}/*", filter_type="WILDCARD"
+                            )
+                        ],
+                    )
+                ],
+            )
         ecr.CfnPullThroughCacheRule(
             self,
             "EcrPublicCache",

@@ -9,15 +9,14 @@ changing the others. What they share lives in the platform stack.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Annotations, Duration, RemovalPolicy, Size, Stack, TimeZone
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Size, Stack, TimeZone
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_codedeploy as codedeploy
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -81,7 +80,18 @@ service:
 """
 # Fail the api's 5xx alarm above this share of requests over five minutes.
 FIVE_XX_PERCENT = 5
+# An internet-facing service's p99: a request path's budget (the api answers from one database
+# query and one SQS send, each with its own timeouts well under this).
+P99_LATENCY_SECONDS = 1.0
+BELOW_DESIRED_MINUTES = 10
 # Per running task; with none running, the whole count (so a service at zero scales out).
+# ECS Exec's SSM agent writes under these (aws/containers-roadmap#1359): task volumes, since the
+# root filesystem is read-only. Volume name: mount path.
+EXEC_AGENT_PATHS = {
+    "ssm-managed-agents": "/managed-agents",
+    "ssm-lib": "/var/lib/amazon/ssm",
+    "ssm-log": "/var/log/amazon/ssm",
+}
 REQUESTS_PER_TASK = "IF(FILL(tasks, 0) > 0, requests / FILL(tasks, 0), requests)"
 BACKLOG_PER_TASK = "IF(FILL(tasks, 0) > 0, FILL(visible, 0) / FILL(tasks, 0), FILL(visible, 0))"
 SCHEDULE_RETRIES = 3
@@ -129,18 +139,8 @@ class ServiceStack(Stack):
             encryption_key=platform.key,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.security_group = ec2.SecurityGroup(
-            self,
-            "Sg",
-            vpc=platform.vpc,
-            description=f"{config.prefix}: tasks of {spec.name}",
-            allow_all_outbound=False,
-        )
-        # AWS APIs (through the NAT gateway or the VPC endpoints); PostgreSQL and the internal
-        # load balancers are allowed through the shared services group.
-        self.security_group.add_egress_rule(
-            ec2.Peer.any_ipv4(), ec2.Port.tcp(HTTPS_PORT), "AWS APIs over HTTPS"
-        )
+        # The platform's, where the groups that admit it (database, callers) are written.
+        self.security_group = platform.task_security_groups[spec.name]
         self.task_role = self._task_role()
         self.task_definition = self._task_definition()
         self._parameters()
@@ -150,6 +150,7 @@ class ServiceStack(Stack):
             self._schedules(trigger)
         else:
             self.service = self._service()
+            self._below_desired_alarm()
             if spec.scaling is not None:
                 self._scaling(spec.scaling)
 
@@ -251,7 +252,47 @@ class ServiceStack(Stack):
                 self.format_arn(service="ssm", resource="parameter", resource_name=f"{path[1:]}/*"),
                 "the service's own Parameter Store prefix: settings and flags under it",
             )
+        if config.ecs_exec:
+            self._exec_sessions(role)
         return role
+
+    def _exec_sessions(self, role: iam.Role) -> None:
+        """What the SSM agent in a task needs for an ECS Exec session (the cluster's settings).
+
+        The channel actions (``ssmmessages:*Channel``, no resource-level permissions) are added
+        by ECS for a service with execute-command; these are the cluster's session key and log
+        group, which an imported cluster does not tell it.
+        """
+        platform = self.platform
+        # By name: a literal ARN, no reference to the platform's output.
+        exec_logs = self.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=platform.exec_logs_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ExecSessionKey", actions=["kms:Decrypt"], resources=[platform.key.key_arn]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ExecSessionLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[exec_logs, f"{exec_logs}:log-stream:*"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ExecSessionLogGroups", actions=["logs:DescribeLogGroups"], resources=["*"]
+            )
+        )
+        acknowledge_wildcard(
+            role,
+            f"{exec_logs}:log-stream:*",
+            "an ECS Exec session writes a stream of its own name in the exec log group",
+        )
 
     def _role(self, id: str, service: str, purpose: str) -> iam.Role:
         """A role ``service`` assumes on behalf of this account only (no confused deputy)."""
@@ -319,6 +360,15 @@ class ServiceStack(Stack):
         if spec.exposure is Exposure.EXTERNAL:
             # The WAF rule's figure: one limit, checked at the edge and in the service.
             environment["MAX_BODY_BYTES"] = str(spec.edge.max_body_bytes)
+        for callee in spec.calls:
+            # Every task of the callee (Cloud Map's multivalue answer) and any one of them
+            # (the internal load balancer's listener, on the callee's port).
+            variable = callee.upper().replace("-", "_")
+            lb = platform.load_balancers[callee]
+            environment |= {
+                f"{variable}__DISCOVERY_NAME": f"{callee}.{platform.namespace.namespace_name}",
+                f"{variable}__ALB_URL": f"http://{lb.alb.load_balancer_dns_name}:{lb.port}",
+            }
         auth = platform.auth.get(spec.name)
         if auth is not None:
             environment |= {
@@ -368,8 +418,9 @@ class ServiceStack(Stack):
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
-            # The root filesystem is read-only: /tmp is a task volume (Fargate has no tmpfs).
-            volumes=[ecs.Volume(name="tmp")],
+            # The root filesystem is read-only: /tmp is a task volume (Fargate has no tmpfs), and
+            # so are the paths the SSM agent ECS Exec injects writes to.
+            volumes=[ecs.Volume(name=name) for name in ("tmp", *EXEC_AGENT_PATHS)],
         )
         # By name (the registry stack creates it): the image URI stays a literal in the template.
         repository = ecr.Repository.from_repository_name(
@@ -417,7 +468,8 @@ class ServiceStack(Stack):
             command=list(spec.command),
             user=spec.task.user,
             readonly_root_filesystem=True,
-            linux_parameters=self._no_capabilities("AppLinux"),
+            # The init process reaps the ECS Exec agent's children.
+            linux_parameters=self._no_capabilities("AppLinux", init_process=True),
             stop_timeout=Duration.seconds(spec.task.stop_timeout),
             environment=self._environment(),
             logging=logging,
@@ -443,7 +495,11 @@ class ServiceStack(Stack):
             ),
         )
         app.add_mount_points(
-            ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False)  # noqa: S108
+            ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False),  # noqa: S108
+            *(
+                ecs.MountPoint(container_path=path, source_volume=volume, read_only=False)
+                for volume, path in EXEC_AGENT_PATHS.items()
+            ),
         )
         app.add_container_dependencies(
             ecs.ContainerDependency(
@@ -486,9 +542,9 @@ class ServiceStack(Stack):
         )
         return task_definition
 
-    def _no_capabilities(self, id: str) -> ecs.LinuxParameters:
+    def _no_capabilities(self, id: str, *, init_process: bool = False) -> ecs.LinuxParameters:
         """Every Linux capability dropped: a non-root process on a high port needs none."""
-        parameters = ecs.LinuxParameters(self, id)
+        parameters = ecs.LinuxParameters(self, id, init_process_enabled=init_process or None)
         parameters.drop_capabilities(ecs.Capability.ALL)
         return parameters
 
@@ -515,12 +571,14 @@ class ServiceStack(Stack):
             "task_definition": self.task_definition,
             "service_name": spec.name,
             "desired_count": spec.task.desired_count,
-            "security_groups": [self.security_group, platform.services_sg],
+            "security_groups": [self.security_group],
             "vpc_subnets": platform.private_subnets,
             "capacity_provider_strategies": self._capacity(),
             "min_healthy_percent": deployment.min_healthy_percent,
             "max_healthy_percent": deployment.max_percent,
-            "enable_execute_command": False,
+            # ECS adds the ssmmessages channel statements to the task role; the task role's
+            # ExecSessions statement covers the cluster's key and log group.
+            "enable_execute_command": self.config.ecs_exec,
             "propagate_tags": ecs.PropagatedTagSource.SERVICE,
         }
         if codedeploy_controlled:
@@ -764,7 +822,7 @@ class ServiceStack(Stack):
         skip_checkov(
             listener,
             "CKV_AWS_2",
-            "internal ALB reachable only from the services' security group inside the VPC",
+            "internal ALB reachable only from its callers' security groups inside the VPC",
         )
         skip_checkov(listener, "CKV_AWS_103", "plain HTTP inside the VPC: no TLS policy applies")
         return listener
@@ -854,98 +912,108 @@ class ServiceStack(Stack):
         read zero and scale the service in. The load balancer's count follows the traffic.
         """
         lb = self.platform.load_balancers[self.spec.name]
-        running = self._running_tasks()
-        target = count.node.find_child("Target")
-        assert isinstance(target, appscaling.ScalableTarget)
-        appscaling.CfnScalingPolicy(
-            self,
-            "Requests",
-            policy_name=f"{self.config.prefix}-{self.spec.name}-requests-per-task",
-            policy_type="TargetTrackingScaling",
-            scaling_target_id=target.scalable_target_id,
-            target_tracking_scaling_policy_configuration=appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
-                target_value=scaling.requests_per_task or 0,
-                scale_in_cooldown=scaling.scale_in_cooldown,
-                scale_out_cooldown=scaling.scale_out_cooldown,
-                customized_metric_specification=appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
-                    metrics=[
-                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                            id="requests",
-                            metric_stat=appscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
-                                metric=appscaling.CfnScalingPolicy.TargetTrackingMetricProperty(
-                                    namespace="AWS/ApplicationELB",
-                                    metric_name="RequestCount",
-                                    dimensions=[
-                                        appscaling.CfnScalingPolicy.TargetTrackingMetricDimensionProperty(
-                                            name="LoadBalancer",
-                                            value=lb.alb.load_balancer_full_name,
-                                        )
-                                    ],
-                                ),
-                                stat="Sum",
-                            ),
-                            return_data=False,
-                        ),
-                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                            id="tasks",
-                            metric_stat=appscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
-                                metric=appscaling.CfnScalingPolicy.TargetTrackingMetricProperty(
-                                    namespace=running.namespace,
-                                    metric_name=running.metric_name,
-                                    dimensions=[
-                                        appscaling.CfnScalingPolicy.TargetTrackingMetricDimensionProperty(
-                                            name=key, value=value
-                                        )
-                                        for key, value in (running.dimensions or {}).items()
-                                    ],
-                                ),
-                                stat="Average",
-                            ),
-                            return_data=False,
-                        ),
-                        appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                            id="per_task",
-                            expression=REQUESTS_PER_TASK,
-                            label="requests per task per minute",
-                            return_data=True,
-                        ),
-                    ]
-                ),
-            ),
+        self._track_per_task(
+            count,
+            scaling,
+            id="Requests",
+            name="requests-per-task",
+            target=scaling.requests_per_task or 0,
+            load=("requests", "AWS/ApplicationELB", "RequestCount", "Sum"),
+            dimensions={"LoadBalancer": lb.alb.load_balancer_full_name},
+            expression=REQUESTS_PER_TASK,
+            label="requests per task per minute",
         )
 
     def _scale_on_backlog(
         self, count: ecs.ScalableTaskCount, queue: sqs.IQueue, scaling: ScalingSpec
     ) -> None:
-        """Step scaling on visible messages per running task, a metric-math alarm, no Lambda.
+        """Target tracking on visible messages per running task (metric math, no Lambda).
 
-        With no task running the expression is the backlog itself, so a first message scales a
-        service at zero out at once, and a burst scales out before any CPU moves.
+        The target is the backlog one task clears within the acceptable latency. With no task
+        running the expression is the backlog itself, so a first message scales a service at
+        zero out at once, and a burst scales out before any CPU moves.
         """
-        backlog = scaling.backlog_per_task or 1
-        per_task = cloudwatch.MathExpression(
+        self._track_per_task(
+            count,
+            scaling,
+            id="Backlog",
+            name="backlog-per-task",
+            target=scaling.backlog_per_task or 1,
+            load=("visible", "AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum"),
+            dimensions={"QueueName": queue.queue_name},
             expression=BACKLOG_PER_TASK,
-            using_metrics={
-                "visible": queue.metric_approximate_number_of_messages_visible(
-                    period=Duration.minutes(1), statistic="Maximum"
-                ),
-                "tasks": self._running_tasks(),
-            },
             label="visible messages per running task",
-            period=Duration.minutes(1),
         )
-        count.scale_on_metric(
-            "Backlog",
-            metric=per_task,
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            cooldown=Duration.seconds(scaling.scale_out_cooldown),
-            evaluation_periods=1,
-            scaling_steps=[
-                appscaling.ScalingInterval(upper=backlog * 0.1, change=-1),
-                appscaling.ScalingInterval(lower=backlog, change=+1),
-                appscaling.ScalingInterval(lower=backlog * 2, change=+2),
-                appscaling.ScalingInterval(lower=backlog * 4, change=+4),
-            ],
+
+    def _track_per_task(
+        self,
+        count: ecs.ScalableTaskCount,
+        scaling: ScalingSpec,
+        *,
+        id: str,
+        name: str,
+        target: float,
+        load: tuple[str, str, str, str],
+        dimensions: Mapping[str, str],
+        expression: str,
+        label: str,
+    ) -> None:
+        """A target tracking policy on ``load`` divided by the running tasks (metric math).
+
+        ``load`` is (query id, namespace, metric name, statistic); ``expression`` divides it by
+        ``tasks``. L1: the L2 target tracking takes no metric math.
+        """
+        policy = appscaling.CfnScalingPolicy
+        running = self._running_tasks()
+        scalable = count.node.find_child("Target")
+        assert isinstance(scalable, appscaling.ScalableTarget)
+        query_id, namespace, metric_name, stat = load
+
+        def query(
+            query_id: str, namespace: str, metric_name: str, stat: str, dims: Mapping[str, str]
+        ) -> appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
+            return policy.TargetTrackingMetricDataQueryProperty(
+                id=query_id,
+                metric_stat=policy.TargetTrackingMetricStatProperty(
+                    metric=policy.TargetTrackingMetricProperty(
+                        namespace=namespace,
+                        metric_name=metric_name,
+                        dimensions=[
+                            policy.TargetTrackingMetricDimensionProperty(name=key, value=value)
+                            for key, value in dims.items()
+                        ],
+                    ),
+                    stat=stat,
+                ),
+                return_data=False,
+            )
+
+        policy(
+            self,
+            id,
+            policy_name=f"{self.config.prefix}-{self.spec.name}-{name}",
+            policy_type="TargetTrackingScaling",
+            scaling_target_id=scalable.scalable_target_id,
+            target_tracking_scaling_policy_configuration=policy.TargetTrackingScalingPolicyConfigurationProperty(
+                target_value=target,
+                scale_in_cooldown=scaling.scale_in_cooldown,
+                scale_out_cooldown=scaling.scale_out_cooldown,
+                customized_metric_specification=policy.CustomizedMetricSpecificationProperty(
+                    metrics=[
+                        query(query_id, namespace, metric_name, stat, dimensions),
+                        query(
+                            "tasks",
+                            running.namespace,
+                            running.metric_name,
+                            "Average",
+                            running.dimensions or {},
+                        ),
+                        policy.TargetTrackingMetricDataQueryProperty(
+                            id="per_task", expression=expression, label=label, return_data=True
+                        ),
+                    ]
+                ),
+            ),
         )
 
     # -- alarms -----------------------------------------------------------------------------
@@ -962,11 +1030,51 @@ class ServiceStack(Stack):
         self.alarms.append(alarm)
         return alarm
 
+    def _below_desired_alarm(self) -> None:
+        """Fewer tasks running than ECS wants, for longer than a deploy or a scale-out takes:
+        tasks failing to start (image, settings, capacity) or being stopped over and over."""
+        desired = cloudwatch.Metric(
+            namespace="ECS/ContainerInsights",
+            metric_name="DesiredTaskCount",
+            dimensions_map={"ClusterName": self.config.prefix, "ServiceName": self.spec.name},
+            statistic="Average",
+            period=Duration.minutes(1),
+        )
+        self._alarm(
+            "below-desired",
+            alarm_description=(
+                f"{self.spec.name} runs fewer tasks than desired for {BELOW_DESIRED_MINUTES} "
+                "minutes"
+            ),
+            metric=cloudwatch.MathExpression(
+                expression="FILL(desired, 0) - FILL(running, 0)",
+                using_metrics={"desired": desired, "running": self._running_tasks()},
+                label="tasks missing",
+                period=Duration.minutes(1),
+            ),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=BELOW_DESIRED_MINUTES,
+        )
+
     def _load_balancer_alarms(
         self, lb: LoadBalancer, target_groups: Sequence[elbv2.ApplicationTargetGroup]
     ) -> None:
         metrics = lb.alb.metrics
         period = Duration.minutes(1)
+        if lb.external:
+            self._alarm(
+                "p99-latency",
+                alarm_description=(
+                    f"{self.spec.name}'s p99 response time above {P99_LATENCY_SECONDS} s "
+                    "(the load balancer's TargetResponseTime)"
+                ),
+                metric=metrics.target_response_time(statistic="p99", period=period),
+                threshold=P99_LATENCY_SECONDS,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=5,
+                datapoints_to_alarm=3,
+            )
         self._alarm(
             "5xx-rate",
             alarm_description=f"more than {FIVE_XX_PERCENT}% of {self.spec.name}'s answers are 5xx",
@@ -1050,7 +1158,7 @@ class ServiceStack(Stack):
             command = run_command(trigger, job.name)
             target_props: dict[str, Any] = {
                 "task_definition": self.task_definition,
-                "security_groups": [self.security_group, platform.services_sg],
+                "security_groups": [self.security_group],
                 "vpc_subnets": platform.private_subnets,
                 "capacity_provider_strategies": self._capacity(),
                 "task_count": spec.task.desired_count,

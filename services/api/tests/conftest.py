@@ -148,7 +148,9 @@ def client(api_env: ApiEnv, issuer: Issuer) -> Iterator[TestClient]:
 class Server:
     """The container's command (``api``: gunicorn with ``api.gunicorn_conf``) as a child."""
 
-    def __init__(self, headers: dict[str, str], workers: int = 2) -> None:
+    def __init__(
+        self, headers: dict[str, str], workers: int = 2, wrapper: Sequence[str] = ()
+    ) -> None:
         self.headers = headers  # every request's: a bearer token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -156,7 +158,7 @@ class Server:
         # This process's environment, which api_env or prepare_api pointed at moto and the database.
         env = os.environ | {"PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}
         self.process = subprocess.Popen(
-            load_service_spec().command,
+            [*wrapper, *load_service_spec().command],
             cwd=tempfile.gettempdir(),  # as in the image (WORKDIR /tmp): nothing read from cwd
             env=env,
             stdout=subprocess.PIPE,
@@ -215,11 +217,12 @@ class Server:
 
 @pytest.fixture
 def serve(issuer: Issuer) -> Iterator[Callable[..., Server]]:
-    """``serve(workers=2)``: the container's command, ready; killed after the test if still up."""
+    """``serve(workers=2, wrapper=())``: the container's command (after ``wrapper``'s, which
+    executes it), ready; killed after the test if still up."""
     started: list[Server] = []
 
-    def start(workers: int = 2) -> Server:
-        server = Server(bearer_header(issuer), workers)
+    def start(workers: int = 2, wrapper: Sequence[str] = ()) -> Server:
+        server = Server(bearer_header(issuer), workers, wrapper)
         started.append(server)
         server.wait_ready()
         return server

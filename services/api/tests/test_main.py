@@ -46,7 +46,7 @@ def test_a_worker_without_its_settings_does_not_start(
 def test_the_openapi_schema_documents_every_route_and_the_error_shape(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
 
-    assert set(schema["paths"]) == {"/health", "/ready", "/jobs", "/jobs/{job_id}"}
+    assert set(schema["paths"]) == {"/health", "/ready", "/jobs", "/jobs/{job_id}", "/ops/workers"}
     create = schema["paths"]["/jobs"]["post"]
     assert {"200", "201", "409", "413", "422", "503", "500"} <= set(create["responses"])
     error = create["responses"]["422"]["content"]["application/json"]["schema"]
@@ -61,7 +61,7 @@ def test_the_openapi_schema_documents_every_route_and_the_error_shape(client: Te
     payload = components[sleep["properties"]["payload"]["$ref"].rsplit("/", 1)[1]]
     assert payload["properties"]["seconds"]["minimum"] == 0
     assert payload["required"] == ["seconds"]
-    # The Authorize button: a bearer scheme, required by every /jobs operation and no other,
+    # The Authorize button: a bearer scheme, required by every /jobs and /ops operation only,
     # with the scope each needs (OpenAPI 3.1 lets a non-OAuth scheme list them).
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     secured = {
@@ -74,6 +74,7 @@ def test_the_openapi_schema_documents_every_route_and_the_error_shape(client: Te
         ("/jobs", "get"): [{"HTTPBearer": ["jobs:read"]}],
         ("/jobs", "post"): [{"HTTPBearer": ["jobs:write"]}],
         ("/jobs/{job_id}", "get"): [{"HTTPBearer": ["jobs:read"]}],
+        ("/ops/workers", "get"): [{"HTTPBearer": ["jobs:admin"]}],
     }
     assert {"401", "403"} <= set(create["responses"])
     for path, operations in schema["paths"].items():

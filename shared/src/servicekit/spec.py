@@ -224,8 +224,13 @@ class ScalingSpec(_Strict):
     requests_per_task: Annotated[
         int | None, Field(ge=1, description="load-balancer requests per task per minute")
     ] = None
-    backlog_per_task: Annotated[
-        int | None, Field(ge=1, description="visible queue messages one task should hold")
+    acceptable_latency_seconds: Annotated[
+        float | None,
+        Field(gt=0, description="longest a message should wait in the queue (sqs trigger)"),
+    ] = None
+    messages_per_second_per_task: Annotated[
+        float | None,
+        Field(gt=0, description="what one task gets through (measured: `make bench`)"),
     ] = None
     scale_in_cooldown: Annotated[int, Field(ge=0, le=3600)] = 300
     scale_out_cooldown: Annotated[int, Field(ge=0, le=3600)] = 60
@@ -234,7 +239,19 @@ class ScalingSpec(_Strict):
     def _bounds(self) -> Self:
         if self.min_count > self.max_count:
             raise ValueError(f"min_count {self.min_count} is above max_count {self.max_count}")
+        if (self.acceptable_latency_seconds is None) != (self.messages_per_second_per_task is None):
+            raise ValueError(
+                "acceptable_latency_seconds and messages_per_second_per_task go together: "
+                "their product is the backlog one task may hold"
+            )
         return self
+
+    @property
+    def backlog_per_task(self) -> int | None:
+        """Visible messages one task may hold: what it clears within the acceptable latency."""
+        if self.acceptable_latency_seconds is None or self.messages_per_second_per_task is None:
+            return None
+        return max(1, round(self.acceptable_latency_seconds * self.messages_per_second_per_task))
 
 
 class CapacityProvider(StrEnum):
@@ -310,6 +327,12 @@ class ServiceSpec(_Strict):
     )
     edge: EdgeSpec = EdgeSpec()
     auth: AuthSpec | None = None
+    calls: tuple[str, ...] = Field(
+        default=(),
+        description="the services this one calls over the service network: each is admitted to "
+        "their tasks and internal load balancer, and named to it as {NAME}__DISCOVERY_NAME and "
+        "{NAME}__ALB_URL",
+    )
 
     @model_validator(mode="after")
     def _served(self) -> Self:
@@ -331,7 +354,7 @@ class ServiceSpec(_Strict):
                 f"{scaling.max_count}"
             )
         if scaling.backlog_per_task is not None and self.trigger.kind != "sqs":
-            raise ValueError("scaling.backlog_per_task needs an sqs trigger")
+            raise ValueError("scaling.acceptable_latency_seconds needs an sqs trigger")
         if scaling.requests_per_task is not None and self.exposure is Exposure.NONE:
             raise ValueError("scaling.requests_per_task needs a load balancer (exposure)")
         return self

@@ -1,10 +1,11 @@
 """FastAPI dependencies: the worker's :class:`~api.core.runtime.Runtime`, and the caller.
 
-``Reader`` and ``Writer`` authenticate the request's bearer token and require the scope
-(``jobs:read``, ``jobs:write``; ``jobs:admin`` implies both): a route takes the caller as a
-parameter, ``caller: Reader``. Answers, in the API's error shape and per RFC 6750: no token
-401 with ``WWW-Authenticate: Bearer``; a token that fails any check 401 ``invalid_token`` (which
-check is only logged); a valid token without the scope 403 ``insufficient_scope``.
+``Reader``, ``Writer`` and ``Admin`` authenticate the request's bearer token and require the
+scope (``jobs:read``, ``jobs:write``, ``jobs:admin``; ``jobs:admin`` implies the other two): a
+route takes the caller as a parameter, ``caller: Reader``. Answers, in the API's error shape and
+per RFC 6750: no token 401 with ``WWW-Authenticate: Bearer``; a token that fails any check 401
+``invalid_token`` (which check is only logged); a valid token without the scope 403
+``insufficient_scope``.
 
 FastAPI reads and parses a request's JSON body before it runs any dependency, so a body that is
 not JSON would be answered 422 before the caller is known. Routes of a router with
@@ -28,9 +29,17 @@ from starlette.exceptions import HTTPException
 
 from api.core.errors import ApiError
 from api.core.runtime import Runtime
-from api.core.security import READ, WRITE, InvalidToken, Principal
+from api.core.security import ADMIN, READ, WRITE, InvalidToken, Principal
 
-__all__ = ["AuthenticatedRoute", "Reader", "RuntimeDep", "Writer", "authenticate", "get_runtime"]
+__all__ = [
+    "Admin",
+    "AuthenticatedRoute",
+    "Reader",
+    "RuntimeDep",
+    "Writer",
+    "authenticate",
+    "get_runtime",
+]
 
 _log = logging.getLogger(__name__)
 _REALM = 'Bearer realm="jobs"'
@@ -91,6 +100,7 @@ def authenticate(
 
 Reader = Annotated[Principal, Security(authenticate, scopes=[READ])]
 Writer = Annotated[Principal, Security(authenticate, scopes=[WRITE])]
+Admin = Annotated[Principal, Security(authenticate, scopes=[ADMIN])]
 
 
 def _required_scopes(dependant: Dependant) -> list[str] | None:

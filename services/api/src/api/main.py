@@ -17,7 +17,7 @@ from api.core.errors import install_error_handlers
 from api.core.middleware import BodySizeLimit, HealthCheck, RequestContext
 from api.core.runtime import Runtime
 from api.models import error_responses
-from api.routes import docs, health, jobs
+from api.routes import docs, health, jobs, ops
 
 __all__ = ["app", "create_app"]
 
@@ -51,6 +51,7 @@ def create_app() -> HealthCheck:
     install_error_handlers(api)
     api.include_router(health.router)
     api.include_router(jobs.router)
+    api.include_router(ops.router)
     api.include_router(docs.router)
     return HealthCheck(api)
 

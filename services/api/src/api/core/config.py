@@ -16,7 +16,7 @@ from jobs.types import JOB_TYPES
 from servicekit.db import DatabaseServiceSettings
 from servicekit.settings import DEVELOPMENT
 
-__all__ = ["AuthSettings", "Flags", "Settings"]
+__all__ = ["AuthSettings", "Flags", "Settings", "WorkerFleetSettings"]
 
 
 class AuthSettings(BaseModel):
@@ -64,6 +64,30 @@ class AuthSettings(BaseModel):
         return self.jwks_url or f"{self.issuer.rstrip('/')}/.well-known/jwks.json"
 
 
+class WorkerFleetSettings(BaseModel):
+    """Where the worker fleet answers, for ``/ops/workers`` (``WORKER__...``, from the infra).
+
+    Nested as ``worker``: ``WORKER__DISCOVERY_NAME`` (Cloud Map's multivalue name, one address
+    per running task; compose: the worker's network alias) and ``WORKER__ALB_URL`` (the internal
+    load balancer's base URL; compose: the same alias).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    discovery_name: str = Field(
+        min_length=1, description="DNS name answering every worker task's address"
+    )
+    alb_url: str = Field(min_length=1, description="the internal ALB in front of the workers")
+    port: int = Field(default=8080, gt=0, le=65535, description="the workers' HTTP port")
+    timeout_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="time limit of the name lookup and of each call (connect and read); the "
+        "calls run concurrently, so the view answers within about twice this",
+    )
+
+
 def _in_development(settings: dict[str, Any]) -> bool:
     return bool(settings.get("app_env") == DEVELOPMENT)
 
@@ -87,6 +111,9 @@ class Settings(DatabaseServiceSettings):
         default=30.0, gt=0, description="how long feature flags are kept before a re-read"
     )
     auth: AuthSettings
+    worker: WorkerFleetSettings | None = Field(
+        default=None, description="the worker fleet's addresses; unset, /ops/workers answers 503"
+    )
     docs_enabled: bool = Field(
         default_factory=_in_development,
         description="serve /docs, /redoc and /openapi.json (default: only in development)",
