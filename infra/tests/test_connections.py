@@ -38,8 +38,8 @@ def test_each_service_peaks_at_its_most_tasks_through_a_deploy() -> None:
     assert (worker.tasks, worker.pool_size, worker.deploying) == (20, defaults.pool_size, 20)
     assert worker.peak == 20 * defaults.pool_size + 20 * defaults.pool_min_size
     # Every schedule's run at once; never deployed beside another.
-    assert (scheduler.tasks, scheduler.deploying) == (3, 0)
-    assert scheduler.peak == 3 * defaults.pool_size
+    assert (scheduler.tasks, scheduler.deploying) == (SCHEDULES["scheduler"], 0)
+    assert scheduler.peak == SCHEDULES["scheduler"] * defaults.pool_size
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,8 @@ def test_over_budget_names_every_figure() -> None:
     with pytest.raises(ConnectionBudgetError) as raised:
         check_budget(SPECS, SCHEDULES, instance_type="t4g.medium", max_connections=None)
     message = str(raised.value)
-    assert "(414) exceed max_connections (405, RDS's default for t4g.medium)" in message
+    peak = 144 + 220 + SCHEDULES["scheduler"] * 10 + MARGIN
+    assert f"({peak}) exceed max_connections (405, RDS's default for t4g.medium)" in message
     assert (
         "api: 12 tasks x 2 processes x 5 pool + 12 deploying tasks x 2 processes x 1 pool "
         "minimum = 144" in message
@@ -73,14 +74,17 @@ def test_over_budget_names_every_figure() -> None:
         "worker: 20 tasks x 1 processes x 10 pool + 20 deploying tasks x 1 processes x 1 pool "
         "minimum = 220" in message
     )
-    assert "scheduler: 3 tasks x 1 processes x 10 pool + 0 deploying tasks" in message
+    assert (
+        f"scheduler: {SCHEDULES['scheduler']} tasks x 1 processes x 10 pool + 0 deploying"
+        in message
+    )
     assert f"margin {MARGIN}" in message
 
 
 def test_an_explicit_max_connections_wins() -> None:
     rows, limit = check_budget(SPECS, SCHEDULES, instance_type="t4g.micro", max_connections=1000)
     assert limit == 1000
-    assert sum(row.peak for row in rows) == 394
+    assert sum(row.peak for row in rows) == 144 + 220 + SCHEDULES["scheduler"] * 10
     with pytest.raises(ConnectionBudgetError, match=r"\(400, dbMaxConnections\)"):
         check_budget(SPECS, SCHEDULES, instance_type="t4g.xlarge", max_connections=400)
 

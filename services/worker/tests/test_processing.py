@@ -4,6 +4,7 @@ PostgreSQL: timeouts, and what clients see of an unexpected error."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,10 @@ from servicekit.testing import MotoServer, create_queue, queue_counts, send_mess
 from worker.processing import JobProcessor
 
 SECRET_ID = "suite/test/processing-db"
+# Handlers are named "module:function". pytest imports this file under its path, which holds a
+# "-" in a service generated from this one: the handlers below go by an importable alias.
+HANDLERS = "worker_processing_test_handlers"
+sys.modules[HANDLERS] = sys.modules[__name__]
 RELEASE = threading.Event()
 
 
@@ -45,9 +50,9 @@ def stubborn(payload: EchoPayload, run: JobRun) -> dict[str, Any]:
 
 TYPES = JobTypes(
     [
-        JobType("leaky", EchoPayload, f"{__name__}:leaky", "raises", max_attempts=1),
-        JobType("cooperative", EchoPayload, f"{__name__}:cooperative", "waits", timeout=1),
-        JobType("stubborn", EchoPayload, f"{__name__}:stubborn", "deaf", timeout=1, max_attempts=2),
+        JobType("leaky", EchoPayload, f"{HANDLERS}:leaky", "raises", max_attempts=1),
+        JobType("cooperative", EchoPayload, f"{HANDLERS}:cooperative", "waits", timeout=1),
+        JobType("stubborn", EchoPayload, f"{HANDLERS}:stubborn", "deaf", timeout=1, max_attempts=2),
     ]
 )
 

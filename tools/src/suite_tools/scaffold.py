@@ -528,6 +528,10 @@ def _render(spec: ServiceSpec, example: dict[str, Any], old: str, host_port: int
             queues.setdefault("QUEUE_URL", spec.trigger.queue)
         wanted |= {key: f"{base}/{prefix}-{queue}" for key, queue in queues.items()}
     environment |= {k: v for k, v in wanted.items() if inherited.get(k) != v}
+    # The spec's calls (copied from the example): the callee's addresses as the example has them.
+    for callee in spec.calls:
+        prefix = f"{_variable(callee)}__"
+        environment |= {k: v for k, v in inherited.items() if k.startswith(prefix)}
     lines = [
         f"  {name}:",
         "    <<: *service",
