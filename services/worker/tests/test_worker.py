@@ -403,8 +403,8 @@ def test_the_shutdown_budget_is_the_service_spec_s_stop_timeout() -> None:
 def test_every_job_type_resolves_to_a_worker_handler_within_the_queue_s_attempts() -> None:
     max_receive = load_spec(SERVICE_DIR / "service.toml").trigger.max_receive_count
     for job_type in JOB_TYPES:
-        handler = job_type.resolve()
-        assert handler.__module__ == "worker.handlers", job_type.name
+        # Imports the handler: a type whose "module:function" names nothing fails here.
+        assert callable(job_type.resolve()), job_type.name
         # Past maxReceiveCount SQS moves the message to the DLQ before the type gives up.
         assert job_type.max_attempts <= max_receive, job_type.name
         for error in job_type.permanent_errors():
