@@ -292,6 +292,8 @@ def _oldest_age(queue: str) -> float | None:
     """CloudWatch's ApproximateAgeOfOldestMessage, last 15 minutes; None when not reported
     (SQS publishes it only for an active queue)."""
     now = datetime.now(UTC)
+    # EndTime is exclusive and CloudWatch compares whole seconds: a point reported within the
+    # current second would fall outside a window that ends now.
     found = call(
         "cloudwatch",
         queue,
@@ -300,7 +302,7 @@ def _oldest_age(queue: str) -> float | None:
         MetricName="ApproximateAgeOfOldestMessage",
         Dimensions=[{"Name": "QueueName", "Value": queue}],
         StartTime=now - timedelta(minutes=15),
-        EndTime=now,
+        EndTime=now + timedelta(minutes=1),
         Period=60,
         Statistics=["Maximum"],
     )["Datapoints"]
