@@ -45,12 +45,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import os
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,7 +78,9 @@ if TYPE_CHECKING:
     from servicekit.metrics import Metrics
 
 __all__ = [
+    "FIRINGS_MARGIN",
     "Firing",
+    "FiringsQueue",
     "InvalidJob",
     "JobCancelled",
     "JobContext",
@@ -101,6 +104,8 @@ _JOB_NAME = re.compile(r"[0-9A-Za-z_.-]{1,64}")
 _MAX_ERROR = 2000
 # How often a waiting run looks at its stop event; a stop is noticed at most this late.
 _POLL_SECONDS = 0.2
+FIRINGS_MARGIN = 60
+FIRINGS_MAX_RECEIVES = 5
 
 
 class InvalidJob(ValueError):
@@ -272,6 +277,26 @@ class Firing(BaseModel):
     @classmethod
     def of(cls, job: str, slot: datetime) -> Firing:
         return cls(job=job, slot=slot.astimezone(UTC))
+
+
+@dataclass(frozen=True)
+class FiringsQueue:
+    """The firings queue's figures, for the infra and compose alike.
+
+    ``visibility_timeout``: the longest job's timeout plus the stop timeout plus
+    :data:`FIRINGS_MARGIN`. A live run has recorded its end within its timeout, the stop grace
+    and the report margin (each within those figures), so a firing redelivered later finds a
+    run still ``running`` dead, never live (:meth:`Runner.check_visibility_timeout` refuses a
+    shorter one). ``max_receive_count``: a firing is received once; once more after its process
+    died, and again for each stop that hands it back: more is something to look at (its DLQ).
+    """
+
+    visibility_timeout: int
+    max_receive_count: int = FIRINGS_MAX_RECEIVES
+
+    @classmethod
+    def for_jobs(cls, timeouts: Iterable[float], stop_timeout: float) -> FiringsQueue:
+        return cls(math.ceil(max(timeouts, default=0.0) + stop_timeout + FIRINGS_MARGIN))
 
 
 def send_firing(queue_url: str, job: str, slot: datetime) -> str:
