@@ -471,9 +471,15 @@ def test_task_roles_are_least_privilege(assembly: Assembly) -> None:
     # reconcile-dlq: the scheduler consumes the jobs queue's dead-letter queue (and its own
     # firings queue: test_scheduled_jobs.py), and no other.
     scheduler = policy_statements(assembly, "scheduler", "TaskRole")
-    consumed = [s for s in scheduler if "sqs:DeleteMessage" in _list(s["Action"])]
+    consumed = [
+        resource
+        for s in scheduler
+        if "sqs:DeleteMessage" in _list(s["Action"])
+        for resource in _list(s["Resource"])
+    ]
     assert len(consumed) == 2
-    assert sorted("firings" in json.dumps(s["Resource"]).lower() for s in consumed) == [False, True]
+    assert sorted("firings" in json.dumps(r).lower() for r in consumed) == [False, True]
+    assert "dlq" in json.dumps([r for r in consumed if "firings" not in json.dumps(r).lower()])
 
 
 def test_alarms_cover_5xx_unhealthy_hosts_queues_and_scheduler_runs(assembly: Assembly) -> None:
