@@ -479,7 +479,9 @@ def test_task_roles_are_least_privilege(assembly: Assembly) -> None:
     ]
     assert len(consumed) == 2
     assert sorted("firings" in json.dumps(r).lower() for r in consumed) == [False, True]
-    assert "dlq" in json.dumps([r for r in consumed if "firings" not in json.dumps(r).lower()])
+    assert (
+        "dlq" in json.dumps([r for r in consumed if "firings" not in json.dumps(r).lower()]).lower()
+    )
 
 
 def test_alarms_cover_5xx_unhealthy_hosts_queues_and_scheduler_runs(assembly: Assembly) -> None:

@@ -313,7 +313,7 @@ def test_requeue_stuck_and_purge_finished(env: Env) -> None:
     env.query("UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = %s", done)
     default = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry"}
 
-    # Without --slot or SCHEDULED_TIME the slot is the current one.
+    # Without --slot the slot is the current one.
     before = datetime.now(UTC)
     assert env.run("run", "requeue-stuck", **default)[0] == 0
     assert env.run("run", "purge-finished", "--slot", SLOT, **default)[0] == 0
