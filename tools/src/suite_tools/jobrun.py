@@ -99,7 +99,12 @@ def trigger(deployed: Deployed, service: str, job: str, now: datetime) -> JobRun
     if not arn.startswith("arn:aws:sqs:"):
         raise CommandError(f"schedule {schedule['GroupName']}/{job} does not send to a queue")
     # What the schedule sends, with its scheduled time: the job's name is the schedule's own.
-    sent = Firing.model_validate(json.loads(target.get("Input") or "{}") | {"slot": now})
+    try:
+        sent = Firing.model_validate(json.loads(target.get("Input") or "{}") | {"slot": now})
+    except ValueError as error:  # a ValidationError, or Input that is not JSON
+        raise CommandError(
+            f"schedule {schedule['GroupName']}/{job} does not send a firing: {error}"
+        ) from error
     *_, account, name = arn.split(":")
     sqs = aws.client("sqs")
     queue_url = call("sqs", name, sqs.get_queue_url, QueueName=name, QueueOwnerAWSAccountId=account)
