@@ -50,6 +50,8 @@ def tier_of(item: pytest.Item) -> str:
     return "unit"
 
 
+# tryfirst: the markers must be there before `-m` deselects by them.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(item.get_closest_marker(name) for name in TIERS):
