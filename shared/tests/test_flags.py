@@ -140,9 +140,9 @@ def test_an_outage_serves_the_last_known_good_flags_and_warns(
     assert flags.get().new_checkout is True
 
     clock.now += 31
-    with aws_env.outage(), caplog.at_level(logging.WARNING, logger="servicekit.flags"):
+    with aws_env.outage(), caplog.at_level(logging.WARNING, logger="servicekit.cache"):
         assert flags.get().new_checkout is True
-        wait_until(lambda: "last known good" in caplog.text, 20, "the outage's warning")
+        wait_until(lambda: "last good value" in caplog.text, 20, "the outage's warning")
     assert flags.get().new_checkout is True
 
     # Back online: read again after the retry delay.
@@ -156,9 +156,9 @@ def test_flags_never_read_fall_back_to_defaults_during_an_outage(
 ) -> None:
     put(ssm, f"{SERVICE}/new_checkout", "true")
     flags = flags_for(clock)
-    with aws_env.outage(), caplog.at_level(logging.WARNING, logger="servicekit.flags"):
+    with aws_env.outage(), caplog.at_level(logging.WARNING, logger="servicekit.cache"):
         assert flags.get() == Flags()
-    assert "declared defaults" in caplog.text
+    assert "fallback" in caplog.text
     clock.now += 31
     refreshed(flags, lambda found: found.new_checkout is True)
 

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings
 
 from servicekit import aws
 from servicekit.errors import ConfigurationError
-from servicekit.parameters import ParameterStoreSource, parameter_paths
+from servicekit.parameters import Parameter, ParameterStoreSource, parameter_paths, read_path
 from servicekit.testing import MotoServer
 
 SERVICE, SHARED = parameter_paths("suite", "test", "api")
@@ -121,6 +121,30 @@ def test_an_unreachable_parameter_store_names_both_paths(aws_env: MotoServer, ss
     assert all("ssm on /" in p and "unreachable" in p for p in raised.value.problems)
     assert SERVICE in str(raised.value)
     assert SHARED in str(raised.value)
+
+
+def test_read_path_pages_decrypts_and_names_relative_to_the_path(ssm: Any) -> None:
+    for index in range(12):
+        put(ssm, f"{SERVICE}/p{index:02d}", str(index))
+    put(ssm, f"{SERVICE}/key", "s3cr3t", kind="SecureString")
+    put(ssm, f"{SERVICE}/tiers", "gold,silver", kind="StringList")
+    put(ssm, f"{SERVICE}/nested/deeper", "x")
+    put(ssm, f"{SERVICE}x/beside", "not under the path")
+    calls = calls_by_path(ssm)
+
+    found = read_path(f"{SERVICE}/", recursive=True)
+
+    assert found["key"] == Parameter(f"{SERVICE}/key", "s3cr3t", "SecureString")
+    assert found["tiers"] == Parameter(f"{SERVICE}/tiers", "gold,silver", "StringList")
+    assert found["nested/deeper"].value == "x"
+    assert len(found) == 15
+    assert calls == [SERVICE] * 2  # 15 parameters, 10 a page
+
+
+def test_read_path_without_recursion_stays_at_its_level(ssm: Any) -> None:
+    put(ssm, f"{SERVICE}/flags/banner", "hello")
+    put(ssm, f"{SERVICE}/flags/deeper/ignored", "x")
+    assert list(read_path(f"{SERVICE}/flags", recursive=False)) == ["banner"]
 
 
 def moto_auth(endpoint_url: str, count: str) -> None:

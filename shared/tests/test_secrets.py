@@ -125,11 +125,11 @@ def test_outage_serves_the_last_good_value_and_warns(
     assert cache.get(SECRET_ID) == OLD
     clock.advance(61)
 
-    with aws_env.outage(), caplog.at_level(logging.WARNING, logger="servicekit.secrets"):
+    with aws_env.outage(), caplog.at_level(logging.WARNING, logger="servicekit.cache"):
         assert cache.get(SECRET_ID) == OLD
         assert cache.refresh(SECRET_ID) == OLD
 
-    warnings = [r for r in caplog.records if r.name == "servicekit.secrets"]
+    warnings = [r for r in caplog.records if r.name == "servicekit.cache"]
     assert len(warnings) == 2
     assert all(r.levelno == logging.WARNING for r in warnings)
     assert SECRET_ID in warnings[0].getMessage()

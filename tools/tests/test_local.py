@@ -90,9 +90,7 @@ def _compose(environment: dict[str, str], *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    if shutil.which("docker") is None:
-        pytest.skip("no docker client")
+def project(compose_v2: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     for image in IMAGES:
         found = subprocess.run(
             [_docker(), "image", "inspect", image], capture_output=True, check=False

@@ -23,10 +23,14 @@ from servicekit.errors import ConfigurationError
 
 def test_importing_the_app_builds_nothing() -> None:
     # A clean interpreter with no settings at all: the import must not need them, nor call AWS.
+    # gunicorn's master imports the app before forking the workers (preload_app): a thread
+    # started here would not exist in them, and a client's connections would be shared.
     code = (
+        "import threading\n"
         "import api.main\n"
         "from servicekit import aws, secrets\n"
         "assert aws._clients == {} and secrets._default is None\n"
+        "assert threading.active_count() == 1, threading.enumerate()\n"
     )
     environ = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME")}
     subprocess.run([sys.executable, "-c", code], env=environ, check=True, timeout=60)

@@ -1,10 +1,11 @@
-"""Parameter Store as a pydantic-settings source.
+"""Parameter Store: the one reader of a path, and the pydantic-settings source built on it.
 
 A service reads two paths: ``/{app}/{env}/shared/`` and ``/{app}/{env}/{service}/`` (the service
 path wins). Parameter names relative to the path map onto fields case-insensitively (``-`` read
 as ``_``), and each further ``/`` goes one nested model deeper (``database/pool-size`` ->
 ``database.pool_size``).
-Parameters under ``flags/`` are feature flags (:mod:`servicekit.flags`), not settings.
+Parameters under ``flags/`` are feature flags (:mod:`servicekit.flags`, which reads them with
+:func:`read_path` too), not settings.
 
 The source is pydantic-settings' own environment source with one change, where the names and
 values come from: nested names, JSON values and type conversion stay pydantic-settings' work.
@@ -13,7 +14,7 @@ values come from: nested names, JSON values and type conversion stay pydantic-se
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic_settings import EnvSettingsSource
@@ -25,7 +26,14 @@ from servicekit.errors import ConfigurationError
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
 
-__all__ = ["FLAGS_SEGMENT", "PAGE_SIZE", "ParameterStoreSource", "parameter_paths"]
+__all__ = [
+    "FLAGS_SEGMENT",
+    "PAGE_SIZE",
+    "Parameter",
+    "ParameterStoreSource",
+    "parameter_paths",
+    "read_path",
+]
 
 FLAGS_SEGMENT = "flags"
 # The largest page GetParametersByPath allows: N parameters cost ceil(N / 10) calls per path.
@@ -35,6 +43,40 @@ PAGE_SIZE = 10
 def parameter_paths(app: str, env: str, service: str) -> tuple[str, str]:
     """The two paths a service reads its settings from, highest precedence first."""
     return f"/{app}/{env}/{service}", f"/{app}/{env}/shared"
+
+
+class Parameter(NamedTuple):
+    name: str  # the full name, for messages
+    value: str  # decrypted; a StringList is its comma-separated text
+    type: str  # String, StringList or SecureString
+
+
+def read_path(
+    path: str, *, recursive: bool, budget: aws.Budget | None = None
+) -> dict[str, Parameter]:
+    """Every parameter under ``path`` (decrypted, every page) by name relative to ``path``.
+
+    Raises botocore's errors; the caller knows whether to fail or to keep what it had.
+    """
+    path = path.rstrip("/")
+    prefix = f"{path}/"
+    pages = (
+        aws.client("ssm", budget=budget)
+        .get_paginator("get_parameters_by_path")
+        .paginate(
+            Path=path,
+            Recursive=recursive,
+            WithDecryption=True,
+            PaginationConfig={"PageSize": PAGE_SIZE},
+        )
+    )
+    return {
+        parameter["Name"].removeprefix(prefix): Parameter(
+            parameter["Name"], parameter.get("Value", ""), parameter.get("Type", "String")
+        )
+        for page in pages
+        for parameter in page.get("Parameters", [])
+    }
 
 
 class ParameterStoreSource(EnvSettingsSource):
@@ -83,23 +125,14 @@ class ParameterStoreSource(EnvSettingsSource):
             values, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
         )
 
-    def _read(self, path: str) -> dict[str, str | None]:
+    @staticmethod
+    def _read(path: str) -> dict[str, str]:
         """Every parameter under ``path`` but its flags, by name relative to ``path``."""
-        prefix = f"{path}/"
-        ssm = aws.client("ssm")
-        pages = ssm.get_paginator("get_parameters_by_path").paginate(
-            Path=path,
-            Recursive=True,
-            WithDecryption=True,
-            PaginationConfig={"PageSize": PAGE_SIZE},
-        )
-        found: dict[str, str | None] = {}
-        for page in pages:
-            for parameter in page["Parameters"]:
-                relative = parameter["Name"].removeprefix(prefix)
-                if not relative.startswith(f"{FLAGS_SEGMENT}/"):
-                    found[relative] = parameter.get("Value")
-        return found
+        return {
+            relative: parameter.value
+            for relative, parameter in read_path(path, recursive=True).items()
+            if not relative.startswith(f"{FLAGS_SEGMENT}/")
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(paths={self.paths!r})"

@@ -1,18 +1,14 @@
 """A rotation-aware, thread-safe runtime cache for Secrets Manager secrets.
 
 Code reads a secret through :meth:`SecretCache.get` every time it needs it instead of keeping the
-value: that is what lets a rotation reach a running task. So a cached read is only a dict lookup
-and a clock compare: no lock, no copy, no logging.
+value: that is what lets a rotation reach a running task. The expiry, jitter, one-check-at-a-time
+and serving of the last good value during an outage are :class:`servicekit.cache.RefreshingCache`'s
+(``ttl`` 300 s by default); what is the secrets' own:
 
-- Each entry is checked again after ``ttl`` seconds, shortened by up to ``jitter`` of it so tasks
-  that started together do not all call AWS together.
 - A check is a DescribeSecret: GetSecretValue runs again only when the AWSCURRENT stage moved to
   another version. Values are always read with ``VersionStage="AWSCURRENT"`` explicitly.
-- One thread checks an entry at a time; meanwhile the others keep serving the current value.
 - :meth:`SecretCache.refresh` forces a check, for a caller that just saw an authentication failure.
-- When a check fails (AWS unreachable, throttled, denied) the last good value is served, a warning
-  says so, and the next check is tried after ``min(ttl, 30 s)``. A secret never fetched raises
-  :class:`SecretUnavailable` instead.
+- A secret never fetched raises :class:`SecretUnavailable` when it cannot be read.
 - Every value fetched (and every ``SecretStr`` inside a model parsed from one) is registered with
   :func:`servicekit.logging.register_secret`, so log lines redact it.
 
@@ -22,8 +18,6 @@ IAM: ``secretsmanager:GetSecretValue`` and ``secretsmanager:DescribeSecret`` on 
 
 from __future__ import annotations
 
-import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from servicekit import aws
+from servicekit.cache import RefreshingCache, Unavailable
 from servicekit.logging import register_secret
 
 __all__ = ["SecretCache", "SecretUnavailable", "default_cache", "validation_problems"]
@@ -40,42 +35,25 @@ __all__ = ["SecretCache", "SecretUnavailable", "default_cache", "validation_prob
 M = TypeVar("M", bound=BaseModel)
 
 _CURRENT = "AWSCURRENT"
-# A failed check costs its caller the connect timeouts and retries, so during an outage the last
-# good value is served this long before AWS is tried again (refresh() still tries at once).
-_RETRY_AFTER_FAILURE = 30.0
-
-_log = logging.getLogger(__name__)
 
 
-class SecretUnavailable(Exception):
+class SecretUnavailable(Unavailable):
     """A secret could not be read and no earlier value exists. Names the id, never a value."""
 
     def __init__(self, secret_id: str, reason: str) -> None:
-        super().__init__(f"secret {secret_id!r} is unavailable: {reason}")
+        super().__init__(f"secret {secret_id!r}", reason)
         self.secret_id = secret_id
-        self.reason = reason
 
 
-class _Entry:
-    """One secret as last verified. Replaced whole on every check, so readers need no lock."""
+class _Version:
+    """One version of a secret, with the models parsed from it (a new version starts empty)."""
 
-    __slots__ = ("expires", "models", "value", "verified", "version_id")
+    __slots__ = ("models", "value", "version_id")
 
-    def __init__(
-        self,
-        value: str,
-        version_id: str,
-        models: dict[type[BaseModel], BaseModel],
-        *,
-        verified: float,
-        expires: float,
-    ) -> None:
+    def __init__(self, value: str, version_id: str) -> None:
         self.value = value
         self.version_id = version_id
-        # Parsed models belong to one version: a new version starts with an empty dict.
-        self.models = models
-        self.verified = verified
-        self.expires = expires
+        self.models: dict[type[BaseModel], BaseModel] = {}
 
 
 class SecretCache:
@@ -91,106 +69,42 @@ class SecretCache:
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if ttl <= 0 or not 0 <= jitter < 1:
-            raise ValueError("ttl must be positive and jitter in [0, 1)")
-        self._ttl = ttl
-        self._jitter = jitter
-        self._clock = clock
-        self._entries: dict[str, _Entry] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._versions = RefreshingCache(_check, ttl=ttl, jitter=jitter, clock=clock)
 
     def get(self, secret_id: str) -> str:
         """The AWSCURRENT SecretString (from the cache unless the TTL passed)."""
-        entry = self._entries.get(secret_id)
-        if entry is not None and entry.expires > self._clock():
-            return entry.value
-        return self._check_once(secret_id, entry, wait=entry is None).value
+        return self._versions.get(secret_id).value
 
     def get_model(self, secret_id: str, model: type[M]) -> M:
         """The secret's JSON parsed into ``model``, parsed and validated once per version."""
-        entry = self._entries.get(secret_id)
-        if entry is None or entry.expires <= self._clock():
-            entry = self._check_once(secret_id, entry, wait=entry is None)
-        parsed = entry.models.get(model)
+        version = self._versions.get(secret_id)
+        parsed = version.models.get(model)
         if parsed is None:
-            parsed = entry.models[model] = _parse(secret_id, entry.value, model)
+            parsed = version.models[model] = _parse(secret_id, version.value, model)
         return cast("M", parsed)
 
     def refresh(self, secret_id: str) -> str:
         """Check the secret now (after an authentication failure) and return the current value."""
-        return self._check_once(secret_id, self._entries.get(secret_id), wait=True).value
+        return self._versions.refresh(secret_id).value
 
-    def _lock_for(self, secret_id: str) -> threading.Lock:
-        lock = self._locks.get(secret_id)
-        if lock is None:
-            with self._locks_guard:
-                lock = self._locks.setdefault(secret_id, threading.Lock())
-        return lock
 
-    def _check_once(self, secret_id: str, seen: _Entry | None, *, wait: bool) -> _Entry:
-        """Check ``secret_id`` unless another thread replaced ``seen`` meanwhile.
-
-        Without ``wait``, a busy lock means another thread is checking: ``seen`` is served.
-        """
-        lock = self._lock_for(secret_id)
-        if not lock.acquire(blocking=wait):
-            assert seen is not None, "only a cached entry may be served without waiting"
-            return seen
-        try:
-            current = self._entries.get(secret_id)
-            if current is not None and current is not seen:
+def _check(secret_id: str, current: _Version | None) -> _Version:
+    """``current`` while it is still AWSCURRENT, else the version that is."""
+    client = aws.client("secretsmanager")
+    try:
+        if current is not None:
+            stages = client.describe_secret(SecretId=secret_id).get("VersionIdsToStages", {})
+            if _CURRENT in stages.get(current.version_id, []):
                 return current
-            entry = self._check(secret_id, current)
-            self._entries[secret_id] = entry
-            return entry
-        finally:
-            lock.release()
-
-    def _check(self, secret_id: str, current: _Entry | None) -> _Entry:
-        client = aws.client("secretsmanager")
-        now = self._clock()
-        try:
-            if current is not None:
-                stages = client.describe_secret(SecretId=secret_id).get("VersionIdsToStages", {})
-                if _CURRENT in stages.get(current.version_id, []):
-                    return self._entry(current.value, current.version_id, current.models, now)
-            response = client.get_secret_value(SecretId=secret_id, VersionStage=_CURRENT)
-        except (BotoCoreError, ClientError) as error:
-            reason = aws.describe_error(error, service="secretsmanager", resource=secret_id)
-            if current is None:
-                raise SecretUnavailable(secret_id, reason) from error
-            _log.warning(
-                "secret %s could not be checked; serving the last good value "
-                "(version %s, verified %.0f s ago): %s",
-                secret_id,
-                current.version_id,
-                now - current.verified,
-                reason,
-            )
-            return _Entry(
-                current.value,
-                current.version_id,
-                current.models,
-                verified=current.verified,
-                expires=now + self._jittered(min(self._ttl, _RETRY_AFTER_FAILURE)),
-            )
-        value = response.get("SecretString")
-        if value is None:
-            raise SecretUnavailable(secret_id, "it holds SecretBinary; only SecretString is read")
-        register_secret(value)
-        return self._entry(value, response["VersionId"], {}, now)
-
-    def _entry(
-        self, value: str, version_id: str, models: dict[type[BaseModel], BaseModel], now: float
-    ) -> _Entry:
-        return _Entry(
-            value, version_id, models, verified=now, expires=now + self._jittered(self._ttl)
-        )
-
-    def _jittered(self, seconds: float) -> float:
-        # Jitter only shortens: `ttl` stays the upper bound on how stale a value can be.
-        return seconds * (1 - self._jitter * random.random())  # noqa: S311 - spread, not crypto
+        response = client.get_secret_value(SecretId=secret_id, VersionStage=_CURRENT)
+    except (BotoCoreError, ClientError) as error:
+        reason = aws.describe_error(error, service="secretsmanager", resource=secret_id)
+        raise SecretUnavailable(secret_id, reason) from error
+    value = response.get("SecretString")
+    if value is None:
+        raise SecretUnavailable(secret_id, "it holds SecretBinary; only SecretString is read")
+    register_secret(value)
+    return _Version(value, response["VersionId"])
 
 
 def _parse(secret_id: str, value: str, model: type[M]) -> M:
