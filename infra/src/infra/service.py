@@ -32,9 +32,13 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from infra.capacity import capacity_provider_name
 from infra.checks import SSE_SQS, acknowledge_nag, acknowledge_wildcard, skip_checkov
 from infra.config import EnvConfig
-from infra.platform import HTTPS_PORT, LoadBalancer, PlatformStack, _pascal
+from infra.edge import LoadBalancer
+from infra.names import pascal
+from infra.network import HTTPS_PORT
+from infra.platform import PlatformStack
 from infra.registry import ECR_PUBLIC_PREFIX, repository_name
 from infra.schedules import load_schedules, run_command
 from servicekit.spec import (
@@ -389,7 +393,7 @@ class ServiceStack(Stack):
         for key, value in sorted(values.items()):
             ssm.StringParameter(
                 self,
-                f"Param{_pascal(key.replace('/', '-'))}",
+                f"Param{pascal(key.replace('/', '-'))}",
                 parameter_name=f"{path}/{key}",
                 string_value=value,
                 description=f"{self.spec.name}: {key} (a deploy resets a hand-made change)",
@@ -553,7 +557,7 @@ class ServiceStack(Stack):
     def _capacity(self) -> list[ecs.CapacityProviderStrategy]:
         return [
             ecs.CapacityProviderStrategy(
-                capacity_provider=self.platform.capacity_provider_name(item.provider),
+                capacity_provider=capacity_provider_name(self.config.prefix, item.provider),
                 base=item.base or None,
                 weight=item.weight,
             )
@@ -1178,7 +1182,7 @@ class ServiceStack(Stack):
             )
             scheduler.Schedule(
                 self,
-                f"Job{_pascal(job.name.replace('.', '-'))}",
+                f"Job{pascal(job.name.replace('.', '-'))}",
                 schedule_name=job.name,
                 schedule_group=group,
                 schedule=scheduler.ScheduleExpression.expression(
@@ -1208,7 +1212,7 @@ class ServiceStack(Stack):
                 logs.FilterPattern.string_value("$.status", "!=", "succeeded"),
             ),
             metric_namespace=f"{config.app}/{config.env}",
-            metric_name=f"{_pascal(spec.name)}RunFailures",
+            metric_name=f"{pascal(spec.name)}RunFailures",
             metric_value="1",
             default_value=0,
         )
