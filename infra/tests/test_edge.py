@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from infra.edge import greater_than_pattern
-from infra.service import RDS_CA_BUNDLE
+from infra.service_config import RDS_CA_BUNDLE
 from infra.testing import Assembly, container
 from servicekit.spec import ServiceSpec, find_repository_root, load_specs
 

@@ -1,18 +1,22 @@
 """The edge: what a request meets before a task. On the platform, one load balancer per exposed
 service (its address outlives the service's stack), the access-log bucket, and for an
-internet-facing one its WAF web ACL (logged, alarmed) and optional Shield Advanced protection."""
+internet-facing one its WAF web ACL (logged, alarmed) and optional Shield Advanced protection;
+in the service's stack, the listener rules that refuse private paths and check tokens, and the
+DNS name."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_shield as shield
 from aws_cdk import aws_wafv2 as wafv2
@@ -21,14 +25,28 @@ from constructs import Construct
 from infra.alarms import AlarmTopic
 from infra.checks import acknowledge_nag, skip_checkov
 from infra.config import EnvConfig
+from infra.identity import Auth
 from infra.names import pascal
 from infra.network import HTTPS_PORT, NetworkStack
 from servicekit.spec import EdgeSpec, Exposure, ServiceSpec
 
-__all__ = ["Edge", "LoadBalancer", "greater_than_pattern", "waf_blocked"]
+__all__ = [
+    "Edge",
+    "ListenerRules",
+    "LoadBalancer",
+    "alias_record",
+    "greater_than_pattern",
+    "waf_blocked",
+]
 
 # AWS WAF inspects at most this much of a request body behind an ALB (a fixed limit there).
 WAF_BODY_INSPECTION_BYTES = 8 * 1024
+# External listener rule priorities: refusals first, then token checks, then (ECS-native
+# blue/green) the production rule ECS moves between the colours.
+PRIVATE_PATHS_PRIORITY = 1
+TOKEN_PATHS_PRIORITY = 20
+# An ALB rule condition takes at most five values.
+_VALUES_PER_CONDITION = 5
 
 
 @dataclass(frozen=True)
@@ -271,6 +289,130 @@ class Edge:
             external=external,
             port=HTTPS_PORT if external else spec.port,
         )
+
+
+class ListenerRules:
+    """On an internet-facing service's production listener, before the service's own rules:
+    the private paths refused, the token paths checked by the load balancer.
+
+    ``steady_target`` is where a checked request goes; None where the deployment moves a single
+    production rule between colours (a rule forwarding elsewhere would not follow it), and the
+    service alone checks tokens there.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        spec: ServiceSpec,
+        auth: Auth | None,
+        listener: elbv2.IApplicationListener,
+        steady_target: elbv2.IApplicationTargetGroup | None,
+    ) -> None:
+        self.scope, self.spec, self.auth = scope, spec, auth
+        self._private_paths(listener)
+        self._token_paths(listener, steady_target)
+
+    def _private_paths(self, listener: elbv2.IApplicationListener) -> None:
+        """The spec's private paths (readiness, API docs) answer 404 to the internet.
+
+        The load balancer's health checks and the tasks' own checks reach the targets directly,
+        not through the listener, so they are unaffected.
+        """
+        for index, paths in enumerate(_path_chunks(self.spec.edge.private_paths)):
+            elbv2.ApplicationListenerRule(
+                self.scope,
+                f"PrivatePaths{index}",
+                listener=listener,
+                priority=PRIVATE_PATHS_PRIORITY + index,
+                conditions=[elbv2.ListenerCondition.path_patterns(paths)],
+                action=elbv2.ListenerAction.fixed_response(
+                    404, content_type="application/json", message_body='{"detail":"Not Found"}'
+                ),
+            )
+
+    def _token_paths(
+        self,
+        listener: elbv2.IApplicationListener,
+        target_group: elbv2.IApplicationTargetGroup | None,
+    ) -> None:
+        """The load balancer verifies the access token on the spec's ``[auth] paths``.
+
+        Defence in depth: ALB's ``jwt-validation`` action checks the signature (the pool's
+        JWKS), ``iss``, ``exp`` and ``token_use`` before a request reaches a task; the service
+        still verifies every token and its scopes itself. CloudFormation has the action; the
+        CDK has no L2 for it yet, hence the L1 rule. ECS-native blue/green moves one production
+        rule between the colours, which a second forwarding rule would not follow: there the
+        service alone verifies.
+        """
+        spec, auth = self.spec, self.auth
+        if auth is None or not spec.auth or not spec.auth.paths:
+            return
+        if target_group is None:
+            Annotations.of(self.scope).add_warning_v2(
+                "infra:albTokenCheckSkipped",
+                f"{spec.name}: ECS-native blue/green manages a single production rule, so the "
+                "load balancer does not verify tokens; the service does",
+            )
+            return
+        for index, paths in enumerate(_path_chunks(spec.auth.paths)):
+            elbv2.CfnListenerRule(
+                self.scope,
+                f"TokenPaths{index}",
+                listener_arn=listener.listener_arn,
+                priority=TOKEN_PATHS_PRIORITY + index,
+                conditions=[
+                    elbv2.CfnListenerRule.RuleConditionProperty(
+                        field="path-pattern",
+                        path_pattern_config=elbv2.CfnListenerRule.PathPatternConfigProperty(
+                            values=paths
+                        ),
+                    )
+                ],
+                actions=[
+                    elbv2.CfnListenerRule.ActionProperty(
+                        type="jwt-validation",
+                        order=1,
+                        jwt_validation_config=elbv2.CfnListenerRule.JwtValidationConfigProperty(
+                            issuer=auth.issuer,
+                            jwks_endpoint=auth.jwks_url,
+                            additional_claims=[
+                                elbv2.CfnListenerRule.JwtValidationActionAdditionalClaimProperty(
+                                    name="token_use", format="single-string", values=["access"]
+                                )
+                            ],
+                        ),
+                    ),
+                    elbv2.CfnListenerRule.ActionProperty(
+                        type="forward", order=2, target_group_arn=target_group.target_group_arn
+                    ),
+                ],
+            )
+
+
+def alias_record(
+    scope: Construct, *, config: EnvConfig, service: str, lb: LoadBalancer
+) -> route53.ARecord | None:
+    """``{service}.{domain}`` to an internet-facing load balancer, when the hosted zone is known."""
+    if not lb.external or not config.hosted_zone_id:
+        return None
+    return route53.ARecord(
+        scope,
+        "Dns",
+        zone=route53.HostedZone.from_hosted_zone_attributes(
+            scope, "Zone", hosted_zone_id=config.hosted_zone_id, zone_name=config.domain
+        ),
+        record_name=service,
+        target=route53.RecordTarget.from_alias(route53_targets.LoadBalancerTarget(lb.alb)),
+    )
+
+
+def _path_chunks(paths: Sequence[str]) -> list[list[str]]:
+    """``paths`` in groups one ALB rule condition takes (at most five values each)."""
+    return [
+        list(paths[index : index + _VALUES_PER_CONDITION])
+        for index in range(0, len(paths), _VALUES_PER_CONDITION)
+    ]
 
 
 def waf_blocked(prefix: str, region: str, service: str, period: Duration) -> cloudwatch.Metric:

@@ -18,6 +18,7 @@ from typing import Any
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -174,6 +175,16 @@ class PlatformStack(Stack):
                 ),
             ),
         )
+
+    def secret(self, service: str, name: str) -> secretsmanager.ISecret:
+        """The secret a spec's ``[config] secrets`` names ``name`` (``db``: the app user's)."""
+        secrets = {"db": self.db_secret}
+        try:
+            return secrets[name]
+        except KeyError:
+            raise ValueError(
+                f"{service}: secret {name!r} is not one the platform provides ({sorted(secrets)})"
+            ) from None
 
     @property
     def peak_connections(self) -> int:
