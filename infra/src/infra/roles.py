@@ -34,37 +34,44 @@ class TaskRole:
     """What a service's code may call (``role``): its own parameters, its secrets, its queues,
     its task protection (a queue consumer), traces, and ECS Exec sessions when enabled."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        props: ServiceProps,
-    ) -> None:
+    def __init__(self, scope: Construct, props: ServiceProps) -> None:
         config, platform, spec = props.config, props.platform, props.spec
-        stack = Stack.of(scope)
-        role = service_role(
+        self.stack = Stack.of(scope)
+        self.role = service_role(
             scope,
             "TaskRole",
             config=config,
             service="ecs-tasks",
             purpose=f"what {spec.name}'s code may call",
         )
-        paths = [config.parameter_path(prefix) for prefix in spec.config.parameters]
+        prefixes = self._configuration(props)
+        self._queues(props)
+        self._traces()
+        for prefix in prefixes:
+            acknowledge_wildcard(
+                self.role,
+                prefix,
+                "the service's own Parameter Store prefix: settings and flags under it",
+            )
+        if config.ecs_exec:
+            _exec_sessions(self.role, self.stack, platform)
+
+    def _configuration(self, props: ServiceProps) -> list[str]:
+        """The parameters under the spec's prefixes and the secrets it names, and the key
+        they are encrypted with (through those two services only); returns the prefixes'
+        wildcard ARNs."""
+        config, platform, spec = props.config, props.platform, props.spec
+        role, stack = self.role, self.stack
+        paths = [config.parameter_path(prefix)[1:] for prefix in spec.config.parameters]
         if paths:
             role.add_to_policy(
                 iam.PolicyStatement(
                     sid="OwnParameters",
                     actions=["ssm:GetParametersByPath", "ssm:GetParameter", "ssm:GetParameters"],
                     resources=[
-                        arn
+                        stack.format_arn(service="ssm", resource="parameter", resource_name=name)
                         for path in paths
-                        for arn in (
-                            stack.format_arn(
-                                service="ssm", resource="parameter", resource_name=path[1:]
-                            ),
-                            stack.format_arn(
-                                service="ssm", resource="parameter", resource_name=f"{path[1:]}/*"
-                            ),
-                        )
+                        for name in (path, f"{path}/*")
                     ],
                 )
             )
@@ -96,14 +103,23 @@ class TaskRole:
                     },
                 )
             )
+        return [
+            stack.format_arn(service="ssm", resource="parameter", resource_name=f"{path}/*")
+            for path in paths
+        ]
+
+    def _queues(self, props: ServiceProps) -> None:
+        """Send to the queues it names, read the dead letters it names, consume its trigger's
+        queue and protect a busy task from scale-in (through the ECS agent)."""
+        config, platform, spec = props.config, props.platform, props.spec
+        role = self.role
         for queue in spec.config.queues.values():
             platform.queues[queue].grant_send_messages(role)
         for queue in spec.config.dead_letters:
             platform.dead_letter_queues[queue].grant_consume_messages(role)
         if isinstance(spec.trigger, QueueTrigger):
             platform.queues[spec.trigger.queue].grant_consume_messages(role)
-            # The consumer protects a busy task from scale-in through the ECS agent.
-            tasks_arn = stack.format_arn(
+            tasks_arn = self.stack.format_arn(
                 service="ecs", resource="task", resource_name=f"{config.prefix}/*"
             )
             role.add_to_policy(
@@ -118,7 +134,9 @@ class TaskRole:
                 tasks_arn,
                 "task ids are not known before the tasks start; limited to this cluster",
             )
-        role.add_to_policy(
+
+    def _traces(self) -> None:
+        self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="Traces",
                 actions=[
@@ -132,21 +150,10 @@ class TaskRole:
             )
         )
         acknowledge_nag(
-            role,
+            self.role,
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray's trace and sampling actions support no resource-level permissions",
         )
-        for path in paths:
-            acknowledge_wildcard(
-                role,
-                stack.format_arn(
-                    service="ssm", resource="parameter", resource_name=f"{path[1:]}/*"
-                ),
-                "the service's own Parameter Store prefix: settings and flags under it",
-            )
-        if config.ecs_exec:
-            _exec_sessions(role, stack, platform)
-        self.role = role
 
 
 def _exec_sessions(role: iam.Role, stack: Stack, platform: PlatformStack) -> None:
