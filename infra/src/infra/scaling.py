@@ -37,7 +37,6 @@ class Scaling:
     ) -> None:
         self.scope = scope
         self.config, self.platform, self.spec = props.config, props.platform, props.spec
-        platform, spec = props.platform, props.spec
         self.count = count = service.auto_scale_task_count(
             min_capacity=scaling.min_count, max_capacity=scaling.max_count
         )
@@ -57,8 +56,9 @@ class Scaling:
         if scaling.requests_per_task is not None:
             self._scale_on_requests(count, scaling)
         if scaling.backlog_per_task is not None:
-            assert isinstance(spec.trigger, QueueTrigger)
-            queue = platform.queues[spec.trigger.queue]
+            trigger = self.spec.trigger
+            assert isinstance(trigger, QueueTrigger)
+            queue = self.platform.queues[trigger.queue]
             self._scale_on_backlog(count, queue, scaling)
 
     def _scale_on_requests(self, count: ecs.ScalableTaskCount, scaling: ScalingSpec) -> None:

@@ -117,6 +117,12 @@ class ServiceTaskDefinition:
         )
         collector = self._collector(config, spec, logging)
         app = self._app(props, repository, logging)
+        acknowledge_nag(
+            self.task_definition,
+            "AwsSolutions-ECS2",
+            "only non-secret configuration is in the environment: secrets are passed by id "
+            "(DB_SECRET) and fetched at runtime, so rotation needs no redeploy",
+        )
         app.add_mount_points(
             ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False),  # noqa: S108
             *(
@@ -231,12 +237,6 @@ class ServiceTaskDefinition:
             execution_role,
             "AwsSolutions-IAM5[Resource::*]",
             "ecr:GetAuthorizationToken supports no resource-level permission",
-        )
-        acknowledge_nag(
-            self.task_definition,
-            "AwsSolutions-ECS2",
-            "only non-secret configuration is in the environment: secrets are passed by id "
-            "(DB_SECRET) and fetched at runtime, so rotation needs no redeploy",
         )
 
 
