@@ -2,8 +2,8 @@
 
 Compose is written by hand for readability; this test is what keeps it from drifting: every
 spec'd service is in compose with the spec's command, CPU, memory, stop grace period, port and
-health path, only external services are published, and internal ones answer on their Cloud Map
-name.
+health path, only external services are published, internal ones answer on their Cloud Map
+name, and a scheduled service consumes the firings queue its own clock feeds.
 """
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from servicekit.spec import Exposure, ServiceSpec, load_specs
+from servicekit.spec import EnvironmentNames, Exposure, ScheduleTrigger, ServiceSpec, load_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = load_specs(ROOT)
@@ -60,6 +60,20 @@ def test_image_build_command_and_health(spec: ServiceSpec) -> None:
     if spec.port is not None:
         assert int(environment["PORT"]) == spec.port
         assert environment["HEALTH_PATH"] == spec.health_path
+
+
+def test_scheduled_services_run_the_firings_their_own_clock_sends(spec: ServiceSpec) -> None:
+    environment = SERVICES[spec.name]["environment"]
+    if not isinstance(spec.trigger, ScheduleTrigger):
+        assert "FIRINGS_QUEUE_URL" not in environment
+        return
+    # The queue compose/bootstrap.py creates (the infra's name for it); EventBridge Scheduler's
+    # part, the clock, is APScheduler in the process.
+    names = EnvironmentNames(environment["APP_NAME"], environment["APP_ENV"])
+    queue_url = environment["FIRINGS_QUEUE_URL"]
+    assert queue_url.startswith(environment["AWS_ENDPOINT_URL"])
+    assert queue_url.rsplit("/", 1)[1] == names.firings_queue(spec.name)
+    assert environment["LOCAL_CLOCK"] == "true"
 
 
 def test_only_external_services_are_published(spec: ServiceSpec) -> None:

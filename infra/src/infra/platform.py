@@ -35,9 +35,8 @@ from infra.edge import Edge
 from infra.identity import Identity
 from infra.network import NetworkStack
 from infra.queues import Queues
-from infra.schedules import load_schedules
 from infra.service_network import connect_services, task_security_groups
-from servicekit.spec import Exposure, ScheduleTrigger, ServiceSpec
+from servicekit.spec import Exposure, ServiceSpec
 
 __all__ = ["PlatformStack"]
 
@@ -94,11 +93,6 @@ class PlatformStack(Stack):
         self.queues, self.dead_letter_queues = queues.queues, queues.dead_letter_queues
         self.connections, self.max_connections = check_budget(
             specs,
-            {
-                name: len(load_schedules(spec.trigger))
-                for name, spec in specs.items()
-                if isinstance(spec.trigger, ScheduleTrigger)
-            },
             instance_type=config.db_instance_type,
             max_connections=config.db_max_connections,
         )

@@ -1,5 +1,6 @@
 """One stack per service, built from its ``service.toml``: task definition, role, logs, the ECS
-service (or the schedules), its listener and target groups, scaling, deployment and alarms.
+service, its listener and target groups, scaling, deployment and alarms (and a scheduled
+service's schedules: :mod:`infra.schedules`).
 
 Why a stack per service rather than one services stack: a deploy, a failed update's rollback or
 a deletion touches one service only, each service's template stays far from CloudFormation's
@@ -13,35 +14,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack, TimeZone
-from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_scheduler_targets as scheduler_targets
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.alarms import AlarmTopic
-from infra.checks import SSE_SQS, acknowledge_nag, acknowledge_wildcard, skip_checkov
 from infra.config import EnvConfig
 from infra.deployment import deployment_for
-from infra.ecs_service import EcsService, capacity_strategies
+from infra.ecs_service import EcsService
 from infra.edge import ListenerRules, alias_record
 from infra.names import pascal
 from infra.platform import PlatformStack
 from infra.roles import TaskRole, service_role
 from infra.scaling import Scaling
-from infra.schedules import load_schedules, run_command
+from infra.schedules import ScheduledJobs
 from infra.service_alarms import below_desired_alarm, load_balancer_alarms
 from infra.service_config import ServiceProps, service_parameters
 from infra.task_definition import APP_CONTAINER, ServiceTaskDefinition
-from servicekit.spec import Exposure, ScheduleTrigger, ServiceSpec
+from servicekit.spec import EnvironmentNames, Exposure, ScheduleTrigger, ServiceSpec
 
 __all__ = ["ServiceStack"]
-
-SCHEDULE_RETRIES = 3
-SCHEDULE_MAX_EVENT_AGE = Duration.minutes(15)
 
 
 class ServiceStack(Stack):
@@ -89,11 +82,31 @@ class ServiceStack(Stack):
         ).task_definition
         service_parameters(self, config=config, spec=spec)
 
-        trigger = spec.trigger
-        if isinstance(trigger, ScheduleTrigger):
-            self._schedules(trigger)
-        else:
-            self.service = self._service(props)
+        self.service = self._service(props)
+        if isinstance(spec.trigger, ScheduleTrigger):
+            self.scheduled_jobs = ScheduledJobs(
+                self,
+                "Schedules",
+                names=EnvironmentNames(config.app, config.env),
+                service=spec.name,
+                trigger=spec.trigger,
+                stop_timeout=spec.task.stop_timeout,
+                role=service_role(
+                    self,
+                    "SchedulerRole",
+                    config=config,
+                    service="scheduler",
+                    purpose=f"EventBridge Scheduler fires {spec.name}'s jobs",
+                ),
+                consumer=self.task_role,
+                log_group=self.log_group,
+                metric_namespace=f"{config.app}/{config.env}",
+                metric_name=f"{pascal(spec.name)}RunFailures",
+                alarms=self.alarms,
+            )
+            app = self.task_definition.find_container(APP_CONTAINER)
+            assert app is not None
+            app.add_environment("FIRINGS_QUEUE_URL", self.scheduled_jobs.firings.queue_url)
 
     def _service(self, props: ServiceProps) -> ecs.BaseService:
         """The ECS service, deployed the spec's way, behind its load balancer if exposed,
@@ -130,104 +143,3 @@ class ServiceStack(Stack):
         if spec.scaling is not None:
             Scaling(self, props, scaling=spec.scaling, service=service)
         return service
-
-    # -- schedules --------------------------------------------------------------------------
-
-    def _schedules(self, trigger: ScheduleTrigger) -> None:
-        """One EventBridge Scheduler schedule per registry job, each starting one task."""
-        config, spec, platform = self.config, self.spec, self.platform
-        self.schedule_dlq = sqs.Queue(
-            self,
-            "SchedulesDlq",
-            queue_name=f"{config.prefix}-{spec.name}-schedules-dlq",
-            retention_period=Duration.days(14),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-        )
-        acknowledge_nag(self.schedule_dlq, "AwsSolutions-SQS3", "this queue is a dead-letter queue")
-        skip_checkov(self.schedule_dlq, "CKV_AWS_27", SSE_SQS)
-        role = service_role(
-            self,
-            "SchedulerRole",
-            config=config,
-            service="scheduler",
-            purpose=f"EventBridge Scheduler starts {spec.name}'s tasks",
-        )
-        acknowledge_wildcard(
-            role,
-            self.format_arn(service="ecs", resource="task", resource_name=f"{config.prefix}/*"),
-            "EventBridge Scheduler tags the tasks it starts (ecs:TagResource): their ids are "
-            "not known before; limited to this cluster",
-        )
-        group = scheduler.ScheduleGroup(
-            self, "ScheduleGroup", schedule_group_name=f"{config.prefix}-{spec.name}"
-        )
-        self.jobs = load_schedules(trigger)
-        for job in self.jobs:
-            command = run_command(trigger, job.name)
-            target_props: dict[str, Any] = {
-                "task_definition": self.task_definition,
-                "security_groups": [self.security_group],
-                "vpc_subnets": platform.private_subnets,
-                "capacity_provider_strategies": capacity_strategies(config.prefix, spec),
-                "task_count": spec.task.desired_count,
-                "propagate_tags": True,
-                "input": scheduler.ScheduleTargetInput.from_object(
-                    {"containerOverrides": [{"name": APP_CONTAINER, "command": command}]}
-                ),
-                "dead_letter_queue": self.schedule_dlq,
-                "retry_attempts": SCHEDULE_RETRIES,
-                "max_event_age": SCHEDULE_MAX_EVENT_AGE,
-                "role": role,
-            }
-            target = (
-                scheduler_targets.EcsRunFargateTask(self.cluster, **target_props)
-                if spec.fargate
-                else scheduler_targets.EcsRunEc2Task(self.cluster, **target_props)
-            )
-            scheduler.Schedule(
-                self,
-                f"Job{pascal(job.name.replace('.', '-'))}",
-                schedule_name=job.name,
-                schedule_group=group,
-                schedule=scheduler.ScheduleExpression.expression(
-                    job.expression, TimeZone.of(job.timezone)
-                ),
-                target=target,
-                description=(job.description or job.name)[:512],
-                time_window=scheduler.TimeWindow.off(),
-            )
-        self.alarms.alarm(
-            "schedules-dlq",
-            name="schedules-dlq",
-            description=f"{spec.name}: a schedule could not start its task after retries",
-            metric=self.schedule_dlq.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(5), statistic="Maximum"
-            ),
-            threshold=1,
-            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-        )
-        # The runtime writes one EMF line per finished run, with its status as a property.
-        failures = logs.MetricFilter(
-            self,
-            "RunFailures",
-            log_group=self.log_group,
-            filter_pattern=logs.FilterPattern.all(
-                logs.FilterPattern.number_value("$.ScheduledRuns", "=", 1),
-                logs.FilterPattern.string_value("$.status", "!=", "succeeded"),
-            ),
-            metric_namespace=f"{config.app}/{config.env}",
-            metric_name=f"{pascal(spec.name)}RunFailures",
-            metric_value="1",
-            default_value=0,
-        )
-        self.alarms.alarm(
-            "run-failures",
-            name="run-failures",
-            description=f"a {spec.name} job run failed, timed out or was interrupted",
-            metric=failures.metric(statistic="Sum", period=Duration.minutes(5)),
-            threshold=1,
-            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-        )

@@ -176,7 +176,7 @@ class ServiceTaskDefinition:
                 repository, tag=config.image_tag_or_digest(spec.name)
             ),
             essential=True,
-            # The spec's command is the one place it is written (scheduled runs override it).
+            # The spec's command is the one place it is written.
             command=list(spec.command),
             user=spec.task.user,
             readonly_root_filesystem=True,
