@@ -13,9 +13,8 @@ stack's own: moving code never replaces a database or a queue).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Environment, RemovalPolicy, Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -50,9 +49,10 @@ class PlatformStack(Stack):
         config: EnvConfig,
         network: NetworkStack,
         specs: Mapping[str, ServiceSpec],
-        **kwargs: Any,
+        env: Environment,
+        description: str,
     ) -> None:
-        super().__init__(scope, id, **kwargs)
+        super().__init__(scope, id, env=env, description=description)
         self.config = config
         self.vpc = network.vpc
         self.private_subnets = network.private_subnets

@@ -12,9 +12,7 @@ Each part is built by its own module, into this stack (so the logical ids are th
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Environment, RemovalPolicy, Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -46,9 +44,10 @@ class ServiceStack(Stack):
         config: EnvConfig,
         platform: PlatformStack,
         spec: ServiceSpec,
-        **kwargs: Any,
+        env: Environment,
+        description: str,
     ) -> None:
-        super().__init__(scope, id, **kwargs)
+        super().__init__(scope, id, env=env, description=description)
         self.config = config
         self.platform = platform
         self.spec = spec
@@ -83,30 +82,11 @@ class ServiceStack(Stack):
         service_parameters(self, config=config, spec=spec)
 
         self.service = self._service(props)
-        if isinstance(spec.trigger, ScheduleTrigger):
-            self.scheduled_jobs = ScheduledJobs(
-                self,
-                "Schedules",
-                names=EnvironmentNames(config.app, config.env),
-                service=spec.name,
-                trigger=spec.trigger,
-                stop_timeout=spec.task.stop_timeout,
-                role=service_role(
-                    self,
-                    "SchedulerRole",
-                    config=config,
-                    service="scheduler",
-                    purpose=f"EventBridge Scheduler fires {spec.name}'s jobs",
-                ),
-                consumer=self.task_role,
-                log_group=self.log_group,
-                metric_namespace=f"{config.app}/{config.env}",
-                metric_name=f"{pascal(spec.name)}RunFailures",
-                alarms=self.alarms,
-            )
-            app = self.task_definition.find_container(APP_CONTAINER)
-            assert app is not None
-            app.add_environment("FIRINGS_QUEUE_URL", self.scheduled_jobs.firings.queue_url)
+        self.scheduled_jobs = (
+            self._scheduled_jobs(spec.trigger)
+            if isinstance(spec.trigger, ScheduleTrigger)
+            else None
+        )
 
     def _service(self, props: ServiceProps) -> ecs.BaseService:
         """The ECS service, deployed the spec's way, behind its load balancer if exposed,
@@ -143,3 +123,31 @@ class ServiceStack(Stack):
         if spec.scaling is not None:
             Scaling(self, props, scaling=spec.scaling, service=service)
         return service
+
+    def _scheduled_jobs(self, trigger: ScheduleTrigger) -> ScheduledJobs:
+        """A scheduled service's firings queue and schedules; its app reads the queue's URL."""
+        config, spec = self.config, self.spec
+        jobs = ScheduledJobs(
+            self,
+            "Schedules",
+            names=EnvironmentNames(config.app, config.env),
+            service=spec.name,
+            trigger=trigger,
+            stop_timeout=spec.task.stop_timeout,
+            role=service_role(
+                self,
+                "SchedulerRole",
+                config=config,
+                service="scheduler",
+                purpose=f"EventBridge Scheduler fires {spec.name}'s jobs",
+            ),
+            consumer=self.task_role,
+            log_group=self.log_group,
+            metric_namespace=f"{config.app}/{config.env}",
+            metric_name=f"{pascal(spec.name)}RunFailures",
+            alarms=self.alarms,
+        )
+        app = self.task_definition.find_container(APP_CONTAINER)
+        assert app is not None
+        app.add_environment("FIRINGS_QUEUE_URL", jobs.firings.queue_url)
+        return jobs
