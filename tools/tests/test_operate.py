@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -410,30 +412,59 @@ def test_dead_jobs_are_listed_and_stay_in_the_dlq(suite: DeployedSuite) -> None:
     assert "job j-1" in table.stdout
 
 
-def test_redrive_puts_the_chosen_jobs_back_on_their_queue(suite: DeployedSuite) -> None:
+def test_redrive_hands_jobs_to_the_schedulers_redrive_dead_and_moves_orphans_back(
+    suite: DeployedSuite, background: list[Background]
+) -> None:
     sqs = aws.client("sqs")
-    for job in ("j-1", "j-2"):
-        sqs.send_message(
-            QueueUrl=suite.dlq,
-            MessageBody=json.dumps({"job_id": job, "type": "echo"}),
-            MessageAttributes={"traceparent": {"DataType": "String", "StringValue": "00-ab"}},
-        )
+    on_dlq, reconciled = str(uuid4()), str(uuid4())
+    sqs.send_message(QueueUrl=suite.dlq, MessageBody=json.dumps({"job_id": on_dlq}))
+    orphan = sqs.send_message(
+        QueueUrl=suite.dlq,
+        MessageBody='{"type": 5}',
+        MessageAttributes={
+            POISON_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": "job_id: missing"},
+            "traceparent": {"DataType": "String", "StringValue": "00-ab"},
+        },
+    )["MessageId"]
 
     refused = run_suite("jobs", "dead", "--redrive", "j-9")
     assert refused.code == 1
-    assert refused.stderr == "suite jobs: not in a dead-letter queue: j-9\n"
+    assert refused.stderr == "suite jobs: neither a job id nor in a dead-letter queue: j-9\n"
 
-    run = run_suite("jobs", "dead", "--redrive", "j-2", "--json")
+    run = Background("jobs", "dead", "--redrive", on_dlq, reconciled, orphan, "--json")
+    background.append(run)
+    ecs = suite.ecs
 
-    assert run.code == 0, run.stderr
-    assert [item["jobId"] for item in json.loads(run.stdout)["redriven"]] == ["j-2"]
+    def one_off() -> dict[str, Any] | None:
+        arns = ecs.list_tasks(cluster=suite.cluster, startedBy="suite")["taskArns"]
+        return ecs.describe_tasks(cluster=suite.cluster, tasks=arns)["tasks"][0] if arns else None
+
+    task = wait_until(one_off, 30, "the one-off task")
+    # Where the scheduler's own tasks run: its task definition, provider and network.
+    scheduler = suite.ecs.describe_services(cluster=suite.cluster, services=["scheduler"])
+    assert task["taskDefinitionArn"] == scheduler["services"][0]["taskDefinition"]
+    assert task["overrides"]["containerOverrides"] == [
+        {
+            "name": "app",
+            "command": ["scheduler", "redrive-dead", f"--id={on_dlq}", f"--id={reconciled}"],
+        }
+    ]
+    ecs.stop_task(cluster=suite.cluster, task=task["taskArn"], reason="Essential container exited")
+
+    code, stdout, stderr = run.result()
+    assert code == 0, stderr
+    redriven = json.loads(stdout)["redriven"]
+    assert redriven["jobs"] == [on_dlq, reconciled]
+    assert redriven["task"]["exitCode"] == 0
+    assert [item["messageId"] for item in redriven["moved"]] == [orphan]
     back = sqs.receive_message(
         QueueUrl=suite.queue, MessageAttributeNames=["All"], WaitTimeSeconds=0
     )["Messages"]
-    assert [json.loads(m["Body"])["job_id"] for m in back] == ["j-2"]
-    assert back[0]["MessageAttributes"]["traceparent"]["StringValue"] == "00-ab"
+    assert [m["Body"] for m in back] == ['{"type": 5}']
+    assert set(back[0]["MessageAttributes"]) == {"traceparent"}
+    # The job's own message stays for the task's reconciliation, visible at once.
     left = sqs.receive_message(QueueUrl=suite.dlq, MaxNumberOfMessages=10)["Messages"]
-    assert [json.loads(m["Body"])["job_id"] for m in left] == ["j-1"]
+    assert [json.loads(m["Body"])["job_id"] for m in left] == [on_dlq]
 
 
 # -- cost ---------------------------------------------------------------------------------

@@ -414,6 +414,27 @@ def test_dead_letters_mark_their_jobs_dead_and_chosen_ones_are_redriven(env: Env
     assert job_row(env, poisoned)[0] == "dead"
 
 
+def test_redrive_takes_a_job_whose_dead_letter_is_not_reconciled_yet(env: Env) -> None:
+    queue_url, dlq_url = queue_with_dlq(env)
+    exhausted = create_pending_job(env)
+    with psycopg.connect(env.database.conninfo(), autocommit=True) as conn:
+        repository.start(conn, exhausted, lease=timedelta(minutes=2))
+        repository.mark_failed(conn, exhausted, "ValueError: no")
+    sqs = aws.client("sqs")
+    sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps({"job_id": str(exhausted)}))
+    settings = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry", "QUEUE_URL": queue_url}
+
+    code, redrive = env.run("redrive-dead", "--id", str(exhausted), **settings)
+
+    assert code == 0, redrive.log.read_text()
+    assert job_row(env, exhausted)[:2] == ("queued", 0)
+    left = sqs.get_queue_attributes(
+        QueueUrl=dlq_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert sum(int(count) for count in left.values()) == 0
+
+
 def test_schedules_export_for_the_infrastructure(env: Env) -> None:
     exported = subprocess.run(
         [sys.executable, "-m", "scheduler", "schedules", "--json"],

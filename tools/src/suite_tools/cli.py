@@ -443,15 +443,23 @@ def _run_dead(args: argparse.Namespace) -> int:
     deployed = _deployed(args, [])
     letters = deadletters.dead_letters(deployed)
     if args.redrive:
-        moved = deadletters.redrive(deployed, letters, args.redrive)
-        return _output(
-            args,
-            {"redriven": [item.as_dict() for item in moved]},
-            (
-                f"redriven {item.message_id} job {item.job_id or '-'} -> {item.queue}"
-                for item in moved
-            ),
-        )
+        done = deadletters.redrive(deployed, letters, args.redrive, write=_progress)
+        lines = [
+            f"moved {item.message_id} back -> {item.queue} (it names no job)" for item in done.moved
+        ]
+        if done.task is not None:
+            outcome = "exit 0" if done.task.succeeded else f"exit {done.task.exit_code}"
+            lines.append(
+                f"{' '.join(done.task.command)}: {outcome} ({done.task.task}"
+                f"{', ' + done.task.reason if done.task.reason else ''})"
+            )
+        code = _output(args, {"redriven": done.as_dict()}, lines)
+        if done.task is not None and not done.task.succeeded:
+            raise CommandError(
+                f"redrive-dead ended with exit code {done.task.exit_code}: its log is in the "
+                "scheduler's log group (suite logs scheduler)"
+            )
+        return code
     deadletters.release(deployed, letters)
     lines = []
     for dlq, items in letters.items():
@@ -473,14 +481,17 @@ def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     jobs = parser.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     dead = jobs.add_parser(
         "dead",
-        help="list the dead-letter queues' messages; --redrive puts chosen ones back",
+        help="list the dead-letter queues' messages; --redrive puts chosen jobs back",
         description="Every message in the consumers' DLQs ({app}-{env}-{queue}-dlq) with its "
-        "job id and why it died; --redrive sends the named ones (message or job ids) back to "
-        "their queue. The jobs' rows in the database are left to the scheduler's redrive job.",
+        "job id and why it died. --redrive puts the named jobs back (job ids, or message ids of "
+        "messages that name a job) through the scheduler's `redrive-dead` in a one-off task of "
+        "its service: attempts reset, a fresh message sent; a message that names no job goes "
+        "back to its queue as it is. Dead jobs already reconciled from the DLQ are listed by the "
+        "api (GET /jobs?status=dead with the admin scope).",
     )
     _environment(dead)
     dead.add_argument(
-        "--redrive", nargs="+", metavar="ID", help="message ids or job ids to put back"
+        "--redrive", nargs="+", metavar="ID", help="job ids or message ids to put back"
     )
     _json(dead, "the dead letters")
     dead.set_defaults(run=_run_dead)

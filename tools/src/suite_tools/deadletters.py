@@ -5,28 +5,34 @@ returns new ones), then makes them visible again at once: nothing is lost or del
 says which job it was (``job_id`` in the body) and why it is dead: the consumer's poison reason
 (a body that did not validate), else its retries ran out (``maxReceiveCount`` receives).
 
-Redrive sends the chosen messages back to the source queue (body and attributes, without the
-poison reason) and deletes them from the DLQ; a send that fails leaves the message in the DLQ.
-
-The database side is not here: the job rows the worker marked dead stay as they are. The
-scheduler's ``redrive-dead`` job (``jobs.repository``) owns that state; :func:`redrive` returns
-the job ids it put back, which is the seam where that call belongs.
+Redrive goes where the job's state is. A job (named by its id, or by a DLQ message that names
+it) is put back by the scheduler's ``scheduler redrive-dead`` in a one-off task of its service
+(:mod:`suite_tools.oneoff`: the database is only reachable from inside the VPC): it reconciles
+the DLQ first (so a job whose message still waits there is ``dead``), then resets the chosen
+dead jobs to ``queued`` with their attempts, and the outbox sends them a fresh message. Moving
+the old message back instead would hand the worker a job whose attempts are spent. A message
+that names no job (a poison body) has no state but itself: it is sent back to its source queue
+(body and attributes, without the poison reason) and deleted from the DLQ; a send that fails
+leaves it in the DLQ.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from servicekit import aws
 from servicekit.consumer import POISON_REASON_ATTRIBUTE
 from servicekit.spec import QueueTrigger
 from suite_tools.deployed import Deployed, call, instant
 from suite_tools.errors import CommandError
+from suite_tools.jobrun import scheduler_service
+from suite_tools.oneoff import TaskRun, run_once
 
-__all__ = ["DeadLetter", "dead_letters", "redrive"]
+__all__ = ["DeadLetter", "Redriven", "dead_letters", "redrive"]
 
 # Long enough to page through a DLQ of thousands; released at once when done.
 LISTING_VISIBILITY = 60
@@ -145,29 +151,62 @@ def release(deployed: Deployed, letters: dict[str, list[DeadLetter]]) -> None:
             )
 
 
+@dataclass
+class Redriven:
+    """What :func:`redrive` did: messages moved back, jobs handed to ``redrive-dead``."""
+
+    moved: list[DeadLetter] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)
+    task: TaskRun | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "moved": [item.as_dict() for item in self.moved],
+            "jobs": self.jobs,
+            "task": self.task.as_dict() if self.task else None,
+        }
+
+
+def _is_job_id(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 def redrive(
-    deployed: Deployed, letters: dict[str, list[DeadLetter]], chosen: Sequence[str]
-) -> list[DeadLetter]:
-    """Put the messages named by ``chosen`` (message ids or job ids) back on their queues;
-    the others are released. Unknown ids are refused before anything moves."""
-    wanted = set(chosen)
-    known = {
-        key
-        for items in letters.values()
-        for item in items
-        for key in (item.message_id, item.job_id)
-    }
-    unknown = sorted(wanted - known)
+    deployed: Deployed,
+    letters: dict[str, list[DeadLetter]],
+    chosen: Sequence[str],
+    *,
+    write: Callable[[str], None] = lambda _line: None,
+) -> Redriven:
+    """Put back what ``chosen`` names (job ids, or message ids of the DLQs); the other messages
+    are released. Ids that are neither are refused before anything moves."""
+    by_message = {item.message_id: item for items in letters.values() for item in items}
+    done = Redriven()
+    orphans: set[str] = set()
+    unknown: list[str] = []
+    for key in dict.fromkeys(chosen):
+        letter = by_message.get(key)
+        if letter is not None and letter.job_id is None:
+            orphans.add(letter.message_id)
+        elif letter is not None and letter.job_id is not None:
+            done.jobs.append(letter.job_id)
+        elif _is_job_id(key):
+            done.jobs.append(key)
+        else:
+            unknown.append(key)
     if unknown:
         release(deployed, letters)
-        raise CommandError(f"not in a dead-letter queue: {', '.join(unknown)}")
+        raise CommandError(f"neither a job id nor in a dead-letter queue: {', '.join(unknown)}")
     sqs = aws.client("sqs")
-    moved: list[DeadLetter] = []
     rest: dict[str, list[DeadLetter]] = {}
     for dlq, items in letters.items():
         dlq_url = _url(dlq)
         for item in items:
-            if item.message_id not in wanted and item.job_id not in wanted:
+            if item.message_id not in orphans:
                 rest.setdefault(dlq, []).append(item)
                 continue
             attributes = {
@@ -184,6 +223,12 @@ def redrive(
                 options["MessageAttributes"] = attributes
             call("sqs", item.queue, sqs.send_message, **options)
             call("sqs", dlq, sqs.delete_message, QueueUrl=dlq_url, ReceiptHandle=item.receipt)
-            moved.append(item)
+            done.moved.append(item)
+    # Released before the task starts: its reconciliation reads them.
     release(deployed, rest)
-    return moved
+    if done.jobs:
+        service = scheduler_service(deployed)
+        program = deployed.specs[service].command[0]
+        command = [program, "redrive-dead", *(f"--id={job}" for job in done.jobs)]
+        done.task = run_once(deployed, service, command, write=write)
+    return done

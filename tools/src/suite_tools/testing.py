@@ -414,6 +414,18 @@ def _fix_moto_task_networking() -> None:
         NetworkInterface.private_dns_name = ""
 
 
+def _services_on_fargate(cluster: str) -> None:
+    """moto 5.2 keeps no capacity provider strategy on a service and calls it launch type EC2,
+    whose RunTask needs container instances: say FARGATE, which the strategies here mean, so a
+    one-off task of a service's settings starts as on ECS."""
+    from moto.backends import get_backend  # noqa: PLC0415 - only where moto is in-process
+
+    backend = get_backend("ecs")["123456789012"][os.environ["AWS_REGION"]]
+    for service in backend.services.values():
+        if service.cluster_name == cluster:
+            service.launch_type = "FARGATE"
+
+
 def moto_state(model: str, *, manual: bool) -> None:
     """moto's state manager: ``manual`` holds ``model`` (e.g. ``ecs::task``) in its state
     until told otherwise; else each describe advances it."""
@@ -515,6 +527,7 @@ class DeployedSuite:
             networkConfiguration=self.network,
         )
         self.ecs.update_service(cluster=self.cluster, service="scheduler", desiredCount=1)
+        _services_on_fargate(self.cluster)
         scheduler = aws.client("scheduler")
         group = names.resource("scheduler")
         scheduler.create_schedule_group(Name=group)

@@ -5,8 +5,10 @@
     scheduler run JOB [--slot ISO-8601]   one run in this process (by hand, e.g. `suite exec`)
     scheduler schedules [--json]          the registry, for people or for the infrastructure
     scheduler redrive-dead [--id ID]... [--type TYPE] [--since ISO-8601] [--limit N]
+                                          the DLQ reconciled (as reconcile-dlq does), then the
                                           chosen dead jobs back to queued, attempts reset; the
-                                          outbox sends them (at least one filter is required)
+                                          outbox sends them (at least one filter is required).
+                                          What `suite jobs dead --redrive` runs as a one-off task
 
 ``--registry MODULE:ATTRIBUTE`` (default ``$SCHEDULER_REGISTRY``, else ``scheduler.jobs:registry``)
 picks the registry, e.g. a test registry. ``run --slot``: the run is for the slot that instant
@@ -44,8 +46,10 @@ from datetime import UTC, datetime
 from functools import partial
 from uuid import UUID
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from jobs import repository
-from scheduler.jobs import Resources
+from scheduler.jobs import Resources, reconcile_dead_letters
 from scheduler.settings import Settings
 from servicekit import aws
 from servicekit.consumer import Consumer
@@ -227,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _redrive(args: argparse.Namespace, settings: Settings) -> int:
     database = open_database(settings)
     try:
+        # A job whose retries ran out is dead only once its DLQ message is reconciled: do it
+        # now, so it can be chosen without waiting for the next reconcile-dlq run.
+        reconcile_dead_letters(settings, database)
         with database.connection() as conn:
             redriven = repository.redrive_dead(
                 conn,
@@ -235,7 +242,7 @@ def _redrive(args: argparse.Namespace, settings: Settings) -> int:
                 dead_since=args.since,
                 limit=args.limit,
             )
-    except DependencyUnavailable as error:
+    except (DependencyUnavailable, BotoCoreError, ClientError) as error:
         logger.error("nothing redriven: %s", error)
         return 1
     finally:

@@ -69,11 +69,12 @@ class OutboxSendFailed(RuntimeError):
     """Some messages could not be sent; their jobs stay pending for the next sweep."""
 
 
-def _in_batches(context: JobContext[Resources], batch: Callable[[], int], size: int) -> int:
-    """Call ``batch`` until it handles fewer than ``size`` rows; the total handled."""
+def _in_batches(check: Callable[[], None], batch: Callable[[], int], size: int) -> int:
+    """Call ``batch`` until it handles fewer than ``size`` rows; the total handled. ``check``
+    runs before each batch (a job's :meth:`JobContext.check`: a timeout or SIGTERM stops it)."""
     total = 0
     while True:
-        context.check()
+        check()
         handled = batch()
         total += handled
         if handled < size:
@@ -100,7 +101,7 @@ def outbox_sweep(context: JobContext[Resources]) -> None:
             )
         return outcome.claimed
 
-    _in_batches(context, send_batch, OUTBOX_BATCH)
+    _in_batches(context.check, send_batch, OUTBOX_BATCH)
     logger.info("outbox sweep: %d message(s) sent", sent, extra={"sent": sent})
 
 
@@ -162,7 +163,7 @@ def resend_lost(context: JobContext[Resources]) -> None:
             )  # fmt: skip
         return len(resent)
 
-    resent = _in_batches(context, resend_batch, REQUEUE_BATCH)
+    resent = _in_batches(context.check, resend_batch, REQUEUE_BATCH)
     logger.info("lost messages: %d job(s) sent again", resent, extra={"resent": resent})
 
 
@@ -181,11 +182,18 @@ def reconcile_dlq(context: JobContext[Resources]) -> None:
 
     A body that names no job is left on the DLQ (and logged) for a person to look at.
     """
-    settings = context.deps.settings
+    reconcile_dead_letters(context.deps.settings, context.deps.database, context.check)
+
+
+def reconcile_dead_letters(
+    settings: Settings, database: Database, check: Callable[[], None] = lambda: None
+) -> int:
+    """What ``reconcile-dlq`` does (``scheduler redrive-dead`` does it first, so a job whose
+    message still waits on the DLQ can be chosen); the number of jobs marked dead."""
     dlq_url = QueueSettings.read(settings.queue_url).dead_letter_queue_url
     if dlq_url is None:
         logger.warning("the jobs queue has no dead-letter queue: nothing to reconcile")
-        return
+        return 0
     sqs = aws.client("sqs")
     dead = 0
 
@@ -199,7 +207,7 @@ def reconcile_dlq(context: JobContext[Resources]) -> None:
             MessageAttributeNames=["All"],
         ).get("Messages", [])
         handled: list[MessageTypeDef] = []
-        with context.deps.database.connection() as conn:
+        with database.connection() as conn:
             for message in messages:
                 job_id = repository.JobMessage.job_id_in(message["Body"])
                 if job_id is None:
@@ -222,8 +230,9 @@ def reconcile_dlq(context: JobContext[Resources]) -> None:
         return len(messages)
 
     # Short polling samples a subset of SQS's servers: read until a receive comes back empty.
-    _in_batches(context, reconcile_batch, 1)
+    _in_batches(check, reconcile_batch, 1)
     logger.info("dead-letter queue: %d job(s) marked dead", dead, extra={"dead": dead})
+    return dead
 
 
 @registry.job("requeue-stuck", schedule="rate(5 minutes)", timeout=120)
@@ -245,7 +254,7 @@ def requeue_stuck(context: JobContext[Resources]) -> None:
                 requeued += 1
         return len(changed)
 
-    _in_batches(context, requeue_batch, REQUEUE_BATCH)
+    _in_batches(context.check, requeue_batch, REQUEUE_BATCH)
     logger.info("stuck jobs: %d requeued, %d dead", requeued, dead)
 
 
@@ -258,6 +267,6 @@ def purge_finished(context: JobContext[Resources]) -> None:
         with context.deps.database.connection() as conn:
             return repository.purge_finished(conn, older_than=retention, limit=PURGE_BATCH)
 
-    purged = _in_batches(context, purge_batch, PURGE_BATCH)
+    purged = _in_batches(context.check, purge_batch, PURGE_BATCH)
     runs = context.deps.runs.purge(retention)
     logger.info("purged %d job(s) and %d run record(s)", purged, runs)
