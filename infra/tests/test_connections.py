@@ -13,7 +13,7 @@ from infra.connections import (
     default_max_connections,
     peak_connections,
 )
-from infra.platform import DB_CONNECTIONS_ALARM_PERCENT
+from infra.database import DB_CONNECTIONS_ALARM_PERCENT
 from infra.testing import Assembly
 from servicekit.db import DatabaseSettings
 from servicekit.spec import ServiceSpec, find_repository_root, load_specs

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from infra.platform import greater_than_pattern
-from infra.service import RDS_CA_BUNDLE
+from infra.edge import greater_than_pattern
+from infra.service_config import RDS_CA_BUNDLE
 from infra.testing import Assembly, container
 from servicekit.spec import ServiceSpec, find_repository_root, load_specs
 

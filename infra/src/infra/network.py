@@ -19,9 +19,11 @@ from constructs import Construct
 from infra.checks import skip_checkov
 from infra.config import EnvConfig
 
-__all__ = ["VPC_CIDR", "NetworkStack"]
+__all__ = ["HTTPS_PORT", "VPC_CIDR", "NetworkStack"]
 
 VPC_CIDR = "10.0.0.0/16"
+# What tasks, instances and functions reach AWS APIs on, and an internet-facing ALB listens on.
+HTTPS_PORT = 443
 
 # What tasks, EC2 container instances and the rotation function call when no NAT gateway
 # gives them the internet: image pulls, logs, secrets, parameters, the queue, traces, KMS,
@@ -145,7 +147,7 @@ class NetworkStack(Stack):
                 allow_all_outbound=False,
             )
             endpoint_sg.add_ingress_rule(
-                ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "HTTPS from the VPC"
+                ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(HTTPS_PORT), "HTTPS from the VPC"
             )
             for name, service in _INTERFACE_ENDPOINTS.items():
                 self.vpc.add_interface_endpoint(

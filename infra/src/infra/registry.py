@@ -18,7 +18,7 @@ from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ecr as ecr
 from constructs import Construct
 
-from infra.platform import _pascal
+from infra.names import pascal
 from suite_tools.images import LIFECYCLE_POLICY
 
 __all__ = ["ECR_PUBLIC_PREFIX", "RegistryStack", "repository_name"]
@@ -78,7 +78,7 @@ class RegistryStack(Stack):
     def _repository(self, service: str, name: str) -> None:
         repository = ecr.Repository(
             self,
-            f"Repo{_pascal(service)}",
+            f"Repo{pascal(service)}",
             repository_name=name,
             image_scan_on_push=True,
             image_tag_mutability=ecr.TagMutability.IMMUTABLE,

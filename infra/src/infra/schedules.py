@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aws_cdk import Duration, TimeZone
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -23,8 +23,9 @@ from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.alarms import AlarmTopic
 from infra.checks import SSE_SQS, acknowledge_nag, skip_checkov
-from infra.platform import _pascal
+from infra.names import pascal
 from servicekit.scheduling import FiringsQueue
 from servicekit.spec import EnvironmentNames, ScheduleTrigger
 
@@ -73,12 +74,6 @@ def load_schedules(trigger: ScheduleTrigger) -> list[ScheduledJob]:
     ]
 
 
-class Alarms(Protocol):
-    """The service stack's alarm factory (named, wired to the alarm topic)."""
-
-    def __call__(self, id: str, **props: Any) -> cloudwatch.Alarm: ...
-
-
 class ScheduledJobs(Construct):
     """The firings queue and its DLQ, one schedule per registry job sending to it, and alarms.
 
@@ -107,7 +102,7 @@ class ScheduledJobs(Construct):
         log_group: logs.ILogGroup,
         metric_namespace: str,
         metric_name: str,
-        alarm: Alarms,
+        alarms: AlarmTopic,
     ) -> None:
         super().__init__(scope, id)
         self.jobs = load_schedules(trigger)
@@ -139,7 +134,7 @@ class ScheduledJobs(Construct):
         for job in self.jobs:
             scheduler.Schedule(
                 self,
-                f"Job{_pascal(job.name.replace('.', '-'))}",
+                f"Job{pascal(job.name.replace('.', '-'))}",
                 schedule_name=job.name,
                 schedule_group=group,
                 schedule=scheduler.ScheduleExpression.expression(
@@ -163,14 +158,15 @@ class ScheduledJobs(Construct):
             ("schedules-dlq", self.schedules_dlq, "a schedule could not deliver its firing"),
             ("firings-dlq", self.firings_dlq, "a firing was dead-lettered (poison or retried out)"),
         ):
-            alarm(
+            alarms.alarm(
                 alarm_id,
-                alarm_description=f"{service}: {what}",
+                name=alarm_id,
+                description=f"{service}: {what}",
                 metric=queue.metric_approximate_number_of_messages_visible(
                     period=Duration.minutes(5), statistic="Maximum"
                 ),
                 threshold=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 evaluation_periods=1,
             )
         # One EMF line per finished run, with its status as a property; a run whose process died
@@ -188,14 +184,15 @@ class ScheduledJobs(Construct):
             metric_value="1",
             default_value=0,
         )
-        alarm(
+        alarms.alarm(
             "run-failures",
-            alarm_description=(
+            name="run-failures",
+            description=(
                 f"a {service} job run failed, timed out, was interrupted or died unreported"
             ),
             metric=failures.metric(statistic="Sum", period=Duration.minutes(5)),
             threshold=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=1,
         )
 
