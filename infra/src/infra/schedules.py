@@ -74,8 +74,12 @@ def load_schedules(trigger: ScheduleTrigger) -> list[ScheduledJob]:
     ]
 
 
-class ScheduledJobs(Construct):
-    """The firings queue and its DLQ, one schedule per registry job sending to it, and alarms.
+class ScheduledJobs:
+    """The firings queue and its DLQ, one schedule per registry job sending to it, and alarms,
+    built into ``scope`` (the service's stack) like the other parts: the schedule group, the
+    schedules' DLQ, the schedules and the run-failures filter keep the logical ids they had when
+    each schedule started a task, so a deployed environment's update changes them in place
+    (their names are fixed: replacing them would collide with the old ones).
 
     - ``firings``: encrypted (SSE-SQS), TLS only; its visibility timeout outlasts the longest
       run's report and a firing received too often goes to ``firings_dlq``
@@ -91,7 +95,6 @@ class ScheduledJobs(Construct):
     def __init__(
         self,
         scope: Construct,
-        id: str,
         *,
         names: EnvironmentNames,
         service: str,
@@ -104,13 +107,13 @@ class ScheduledJobs(Construct):
         metric_name: str,
         alarms: AlarmTopic,
     ) -> None:
-        super().__init__(scope, id)
+        self.scope = scope
         self.jobs = load_schedules(trigger)
         figures = FiringsQueue.for_jobs((job.timeout_seconds for job in self.jobs), stop_timeout)
         firings = names.firings_queue(service)
         self.firings_dlq = self._dead_letter_queue("FiringsDlq", f"{firings}-dlq")
         self.firings = sqs.Queue(
-            self,
+            scope,
             "Firings",
             queue_name=firings,
             visibility_timeout=Duration.seconds(figures.visibility_timeout),
@@ -129,11 +132,11 @@ class ScheduledJobs(Construct):
         self.firings_dlq.grant_send_messages(consumer)  # poison firings, with the reason
 
         group = scheduler.ScheduleGroup(
-            self, "ScheduleGroup", schedule_group_name=names.resource(service)
+            scope, "ScheduleGroup", schedule_group_name=names.resource(service)
         )
         for job in self.jobs:
             scheduler.Schedule(
-                self,
+                scope,
                 f"Job{pascal(job.name.replace('.', '-'))}",
                 schedule_name=job.name,
                 schedule_group=group,
@@ -172,7 +175,7 @@ class ScheduledJobs(Construct):
         # One EMF line per finished run, with its status as a property; a run whose process died
         # gets its line from the attempt that finds it dead.
         failures = logs.MetricFilter(
-            self,
+            scope,
             "RunFailures",
             log_group=log_group,
             filter_pattern=logs.FilterPattern.all(
@@ -198,7 +201,7 @@ class ScheduledJobs(Construct):
 
     def _dead_letter_queue(self, id: str, name: str) -> sqs.Queue:
         queue = sqs.Queue(
-            self,
+            self.scope,
             id,
             queue_name=name,
             retention_period=Duration.days(14),

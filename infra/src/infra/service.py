@@ -129,7 +129,6 @@ class ServiceStack(Stack):
         config, spec = self.config, self.spec
         jobs = ScheduledJobs(
             self,
-            "Schedules",
             names=EnvironmentNames(config.app, config.env),
             service=spec.name,
             trigger=trigger,
