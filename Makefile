@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 export UV_FROZEN := 1
 
-.PHONY: help install test lint lint-infra fmt typecheck up down token bench synth clean
+.PHONY: help install test lint lint-infra fmt typecheck up down deploy-local token bench synth clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ up: ## bring the suite up locally (docker compose) and print where to look
 	@echo "  read it back:  curl -s localhost:$(API_PORT)/jobs/<id> -H \"authorization: Bearer \$$TOKEN\""
 	@echo "  watch it:      docker compose logs -f worker scheduler"
 	@echo "  stop it:       make down"
+
+deploy-local: .venv/.synced ## rebuild and replace the running api (blue/green) and worker (rolling) as ECS would
+	$(UV) run suite deploy --local $(SERVICES)
 
 SCOPES ?= jobs:read jobs:write
 token: ## print a bearer token from the running suite's issuer: make -s token PRINCIPAL=alice [SCOPES="jobs:read"]

@@ -1164,7 +1164,7 @@ class PlatformStack(Stack):
             drop_invalid_header_fields=True,
             deletion_protection=True,
             desync_mitigation_mode=elbv2.DesyncMitigationMode.DEFENSIVE,
-            idle_timeout=Duration.seconds(60),
+            idle_timeout=Duration.seconds(spec.load_balancer.idle_timeout_seconds),
         )
         assert self.access_logs is not None
         alb.log_access_logs(self.access_logs, prefix=spec.name)

@@ -626,6 +626,7 @@ class ServiceStack(Stack):
         config, spec, platform = self.config, self.spec, self.platform
         assert spec.port is not None
         lb = platform.load_balancers[spec.name]
+        balancing = spec.load_balancer
         target_groups = [
             elbv2.ApplicationTargetGroup(
                 self,
@@ -634,14 +635,14 @@ class ServiceStack(Stack):
                 port=spec.port,
                 protocol=elbv2.ApplicationProtocol.HTTP,
                 target_type=elbv2.TargetType.IP,
-                deregistration_delay=Duration.seconds(30),
+                deregistration_delay=Duration.seconds(balancing.deregistration_delay_seconds),
                 health_check=elbv2.HealthCheck(
                     path=spec.health_path,
                     healthy_http_codes="200",
-                    interval=Duration.seconds(15),
-                    timeout=Duration.seconds(5),
-                    healthy_threshold_count=2,
-                    unhealthy_threshold_count=3,
+                    interval=Duration.seconds(balancing.health_interval_seconds),
+                    timeout=Duration.seconds(balancing.health_timeout_seconds),
+                    healthy_threshold_count=balancing.healthy_threshold,
+                    unhealthy_threshold_count=balancing.unhealthy_threshold,
                 ),
             )
             for colour in (
