@@ -63,8 +63,8 @@ up: ## bring the suite up locally (docker compose) and print where to look
 	@echo "  watch it:      docker compose logs -f worker scheduler"
 	@echo "  stop it:       make down"
 
-deploy-local: .venv/.synced ## rebuild and replace the running api (blue/green) and worker (rolling) as ECS would
-	$(UV) run suite deploy --local $(SERVICES)
+deploy-local: .venv/.synced ## rebuild, then replace the api (blue/green) and worker (rolling) as ECS would [SERVICES=api]
+	$(UV) run suite deploy --local $(DEPLOY_FLAGS) $(SERVICES)
 
 SCOPES ?= jobs:read jobs:write
 token: ## print a bearer token from the running suite's issuer: make -s token PRINCIPAL=alice [SCOPES="jobs:read"]

@@ -8,7 +8,8 @@ measured on 2 busy cores: about 7 minutes, 8 when every image is rebuilt, 10 at 
 - api: bench/api.py, 3 rounds x 5 s x 5 wrk runs, plus its PostgreSQL and servers (~100 s);
 - suite: the naive and bare images (bench/images.py) and the compose images built (5-130 s),
   the suite up (~20 s), 3 end-to-end rounds under the memory sampler (~60 s), 3 rounds of start
-  to healthy (~45 s), the suite down (~10 s).
+  to healthy (~45 s), a deploy under load and the same window without one (bench/deploy.py,
+  ~80 s), the suite down (~10 s).
 
 Raw figures and each script's output go to bench/out/ (ignored by git); BENCHMARKS.md (repository
 root) and bench/figures/*.png are written from them. ``--render`` writes those again from
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import deploy
 import e2e
 import images
 import memory
@@ -53,6 +55,7 @@ COMMANDS = {
     "Config": "uv run python bench/config.py",
     "Memory": f"uv run python bench/memory.py --rounds {SUITE_ROUNDS} --seconds {E2E_SECONDS:g}",
     "Images": f"uv run python bench/images.py --rounds {SUITE_ROUNDS}",
+    "Deploy": "uv run python bench/deploy.py",
 }
 # The part of the run that measured each area.
 PART_OF = {
@@ -62,6 +65,7 @@ PART_OF = {
     "Config": "config",
     "Memory": "suite",
     "Images": "suite",
+    "Deploy": "suite",
 }
 
 
@@ -128,10 +132,14 @@ def suite_part() -> None:
         save("memory", memory_figures)
         startup = images.startups(suite, SUITE_ROUNDS)
         size = images.sizes(suite)
+        # Last: it replaces the suite's containers.
+        deployed = deploy.measure(suite)
     save("images", {"sizes": size, "startup": startup})
+    save("deploy", deployed)
     e2e.print_figures(result)
     memory.print_figures(memory_figures["services"], memory_figures["method"])
     images.print_figures(size, startup)
+    deploy.print_figures(deployed)
 
 
 PARTS: dict[str, Callable[[], None]] = {
@@ -455,6 +463,30 @@ def images_rows() -> list[Row]:
     return rows
 
 
+def deploy_rows() -> list[Row]:
+    result = load("deploy")
+    during, quiet = result["deploy"], result["quiet"]
+
+    def figures(window: Mapping[str, float]) -> str:
+        return (
+            f"{window['requests']:.0f} requests, {window['failed']:.0f} failed, "
+            f"p99 {window['p99_ms']:.0f} ms"
+        )
+
+    return [
+        Row(
+            "Deploy",
+            f"requests during `suite deploy --local` (api blue/green, worker rolling; "
+            f"{result['deploy_seconds']:.0f} s, {result['clients']} clients, a job posted and "
+            f"read every {result['pace_seconds']:g} s each)",
+            figures(during),
+            f"the same window without a deploy: {figures(quiet)}",
+            f"p99 {during['p99_ms'] / quiet['p99_ms']:.2f}x",
+            f"0 failed: {verdict(during['failed'] == 0)}",
+        )
+    ]
+
+
 SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "API": api_rows,
     "End to end": e2e_rows,
@@ -462,6 +494,7 @@ SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "Config": config_rows,
     "Memory": memory_rows,
     "Images": images_rows,
+    "Deploy": deploy_rows,
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from api import gunicorn_conf
 from servicekit.spec import Exposure, ServiceSpec, load_specs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,8 +113,6 @@ def test_the_load_balancer_mirrors_the_target_group(spec: ServiceSpec) -> None:
 
 
 def test_the_servers_keep_connections_alive_longer_than_the_load_balancer() -> None:
-    from api import gunicorn_conf
-
     assert gunicorn_conf.keepalive > SPECS["api"].load_balancer.idle_timeout_seconds
     # What is in flight when the drain ends gets the rest of the stop timeout.
     assert gunicorn_conf.graceful_timeout < SPECS["api"].task.stop_timeout
@@ -182,4 +181,5 @@ def test_published_ports_bind_to_loopback_by_default() -> None:
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
             # The load balancer's runtime API: loopback always, on a port Docker picks.
-            assert port.startswith(("${BIND_ADDRESS:-127.0.0.1}:", "127.0.0.1::")), f"{name}: {port}"
+            loopback = ("${BIND_ADDRESS:-127.0.0.1}:", "127.0.0.1::")
+            assert port.startswith(loopback), f"{name}: {port}"
