@@ -71,8 +71,9 @@ token: ## print a bearer token from the running suite's issuer: make -s token PR
 	@test -n "$(PRINCIPAL)" || { echo 'usage: make -s token PRINCIPAL=<name> [SCOPES="jobs:read jobs:write"]' >&2; exit 2; }
 	@docker compose exec -T issuer issuer token --principal '$(PRINCIPAL)' --scopes '$(SCOPES)'
 
+# --profile deploy: the api's other colour too, when a deploy left it serving.
 down: ## stop the suite and remove its volumes
-	docker compose down --volumes --remove-orphans
+	docker compose --profile deploy down --volumes --remove-orphans
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -82,7 +82,10 @@ class Suite:
 
     def down(self) -> None:
         self._addresses.clear()
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10")
+        # --profile deploy: the api's other colour, when a deploy left it serving.
+        self.compose(
+            "--profile", "deploy", "down", "--volumes", "--remove-orphans", "--timeout", "10"
+        )
 
     def token(self, principal: str) -> str:
         """A bearer token for ``principal`` from the suite's issuer, as ``make token`` gets one."""

@@ -132,7 +132,11 @@ class Suite:
         assert {job_id: n for job_id, n in effects.items() if n != 1} == {}, "one effect per job"
 
     def down(self) -> None:
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
+        # --profile deploy: the api's other colour, when a deploy left it serving.
+        self.compose(
+            "--profile", "deploy", "down", "--volumes", "--remove-orphans", "--timeout", "10",
+            check=False,
+        )  # fmt: skip
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from docker.models.containers import Container
 
 from servicekit.spec import DeploymentStrategy, ServiceSpec
 from suite_tools.errors import CommandError
-from suite_tools.local import docker_binary
+from suite_tools.local import GREEN, docker_binary
 
 __all__ = ["Balancer", "deploy"]
 
@@ -169,16 +169,24 @@ class Fleet:
                 raise CommandError(f"docker {command[0]}: {done.stderr.strip()[-1000:]}")
 
 
-def _health(container: Container) -> str:
-    """healthy, starting, unhealthy or failed (exited, restarted: ECS counts a failed task)."""
+def _health(container: Container) -> tuple[str, str]:
+    """healthy, starting or failed, and why: a task that exits, restarts or fails its health
+    check has failed (ECS's circuit breaker counts it)."""
     try:
         container.reload()
     except NotFound:
-        return "failed"
-    state = container.attrs["State"]
-    if not state["Running"] or state.get("Restarting") or container.attrs.get("RestartCount", 0):
-        return "failed"
-    return str(state.get("Health", {}).get("Status", "healthy"))
+        return "failed", "removed"
+    state, restarts = container.attrs["State"], container.attrs.get("RestartCount", 0)
+    if not state["Running"]:
+        return "failed", f"exited with status {state.get('ExitCode')}"
+    if state.get("Restarting") or restarts:
+        return "failed", f"restarted {restarts} time(s): it exits"
+    health = state.get("Health") or {"Status": "healthy"}
+    if health["Status"] == "unhealthy":
+        last = (health.get("Log") or [{}])[-1]
+        output = " ".join(str(last.get("Output", "")).split())[-200:]
+        return "failed", f"failed its health check ({output or 'no output'})"
+    return str(health["Status"]), ""
 
 
 def _wait(what: str, ready: Callable[[], str | None], deadline: float) -> None:
@@ -194,10 +202,10 @@ def _wait(what: str, ready: Callable[[], str | None], deadline: float) -> None:
 
 def _tasks_healthy(containers: Sequence[Container]) -> str | None:
     states = {str(container.name): _health(container) for container in containers}
-    failed = [name for name, state in states.items() if state in ("failed", "unhealthy")]
+    failed = [f"{name} {why}" for name, (state, why) in states.items() if state == "failed"]
     if failed:
-        return f"failed: {', '.join(failed)} exited, restarted or failed its health check"
-    starting = [name for name, state in states.items() if state != "healthy"]
+        return "failed: " + "; ".join(failed)
+    starting = [name for name, (state, _) in states.items() if state != "healthy"]
     return f"{', '.join(starting)} starting" if starting else None
 
 
@@ -216,7 +224,7 @@ def blue_green(
 ) -> None:
     colours = {
         "blue": Fleet(spec.name, client, project),
-        "green": Fleet(f"{spec.name}-green", client, project),
+        "green": Fleet(spec.name + GREEN, client, project),
     }
     balancer = Balancer(f"{spec.name}-lb")
     running = {colour: fleet.containers() for colour, fleet in colours.items()}
