@@ -38,7 +38,7 @@ fmt: .venv/.synced ## format and fix what ruff can
 	$(UV) run ruff format .
 	$(UV) run ruff check --fix .
 
-bench: .venv/.synced ## run every benchmark, write BENCHMARKS.md (5-8 min; not part of `make test`)
+bench: .venv/.synced ## run every benchmark, write BENCHMARKS.md (8-12 min; not part of `make test`)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
 	$(UV) run --group bench python bench/report.py
 

@@ -1,7 +1,7 @@
 """``make bench``: every benchmark of the suite in one run, then BENCHMARKS.md and its figures.
 
 The parts run one after another, never two at once (they share the machine's cores). Budget,
-measured on 2 busy cores: about 7 minutes, 8 when every image is rebuilt, 10 at most:
+measured on 2 busy cores: about 9 minutes, 10 when every image is rebuilt, 12 at most:
 
 - config: bench/config.py, moto in-process (~10 s);
 - worker: bench/worker.py, 3 rounds x 3 s x 5 variants, then the concurrency sweep (~90 s);
@@ -9,7 +9,7 @@ measured on 2 busy cores: about 7 minutes, 8 when every image is rebuilt, 10 at 
 - suite: the naive and bare images (bench/images.py) and the compose images built (5-130 s),
   the suite up (~20 s), 3 end-to-end rounds under the memory sampler (~60 s), 3 rounds of start
   to healthy (~45 s), a deploy under load and the same window without one (bench/deploy.py,
-  ~80 s), the suite down (~10 s).
+  ~150 s), the suite down (~10 s).
 
 Raw figures and each script's output go to bench/out/ (ignored by git); BENCHMARKS.md (repository
 root) and bench/figures/*.png are written from them. ``--render`` writes those again from
@@ -607,6 +607,10 @@ NOTES = [
     "image keeps pip's download cache in a BuildKit cache mount, not in the image, so it is, if "
     "anything, smaller than a real naive image. Start to healthy is `docker run -d` to the first "
     "200 from the health path, polled every 20 ms.",
+    "- Deploy: bench/deploy.py in the same suite (one task per service, as for the rows above): "
+    "the clients run through `suite deploy --local --no-build` of the api and the worker, then "
+    "as long again without a deploy; a failed request is a connection error, a timeout or any "
+    "answer but 200/201.",
 ]
 
 
