@@ -209,6 +209,13 @@ def _tasks_healthy(containers: Sequence[Container]) -> str | None:
     return f"{', '.join(starting)} starting" if starting else None
 
 
+def _nothing_running(service: str, project: str) -> str:
+    return (
+        f"no {service} container is running in compose project {project} (make up; "
+        "COMPOSE_PROJECT_NAME names another)"
+    )
+
+
 def _image_of(containers: Sequence[Container]) -> str:
     return str(containers[0].attrs["Image"])
 
@@ -226,11 +233,11 @@ def blue_green(
         "blue": Fleet(spec.name, client, project),
         "green": Fleet(spec.name + GREEN, client, project),
     }
-    balancer = Balancer(f"{spec.name}-lb")
     running = {colour: fleet.containers() for colour, fleet in colours.items()}
     serving = [colour for colour, containers in running.items() if containers]
     if not serving:
-        raise CommandError(f"no {spec.name} container is running (make up first)")
+        raise CommandError(_nothing_running(spec.name, project))
+    balancer = Balancer(f"{spec.name}-lb")
     old = serving[0] if len(serving) == 1 else balancer.live()
     new = "green" if old == "blue" else "blue"
     count, tag = len(running[old]), str(running[old][0].attrs["Config"]["Image"])
@@ -299,7 +306,7 @@ def rolling(
     fleet = Fleet(spec.name, client, project)
     old = fleet.containers()
     if not old:
-        raise CommandError(f"no {spec.name} container is running (make up first)")
+        raise CommandError(_nothing_running(spec.name, project))
     tag = str(old[0].attrs["Config"]["Image"])
     desired, deployment, stop_timeout = len(old), spec.deployment, spec.task.stop_timeout
     floor = math.ceil(desired * deployment.min_healthy_percent / 100)
