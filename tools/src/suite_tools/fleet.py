@@ -289,13 +289,16 @@ def blue_green(
         balancer.drain(old, row["svname"])
     delay = balancing.deregistration_delay_seconds
     progress(f"{spec.name}: draining the {old} targets (deregistration delay {delay} s)")
-    drain_end = time.monotonic() + delay
+    drain_start = time.monotonic()
     # As an ALB: a draining target is let go early once nothing is in flight on it.
-    while time.monotonic() < drain_end and any(
-        int(row["scur"] or 0) for row in balancer.servers(old)
+    while (in_flight := sum(int(row["scur"] or 0) for row in balancer.servers(old))) and (
+        time.monotonic() < drain_start + delay
     ):
         time.sleep(POLL)
-    progress(f"{spec.name}: stopping the {old} fleet (SIGTERM; {stop_timeout} s to finish)")
+    progress(
+        f"{spec.name}: drained after {time.monotonic() - drain_start:.1f} s ({in_flight} requests "
+        f"still in flight); stopping the {old} fleet (SIGTERM; {stop_timeout} s to finish)"
+    )
     colours[old].stop(colours[old].containers(every=True), stop_timeout)
     progress(f"{spec.name}: deployed; {count} tasks of {_image_of(started)[:19]} serve ({new})")
 
