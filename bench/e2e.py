@@ -13,6 +13,14 @@ and one worker task of 1 vCPU), then, in every round:
    job's ``finished_at`` (PostgreSQL's clock, the same kernel clock as this process) minus the
    moment its client sent ``POST /jobs``, for the jobs sent in the window.
 
+3. paced: the same clients post at a fixed RATE jobs/s (an open loop: each send has its due
+   time), below what the suite sustains, so the latency is the path's own and not the queueing
+   that a closed loop adds as the suite gets faster (more jobs in flight at once, Little's law).
+   RATE is the end-to-end throughput before the outbox relay (67 jobs/s, BENCHMARKS.md of
+   2026-11-26), so its latency compares with that run's. Where the time goes is read from the
+   jobs' own timestamps: committed to sent (``created_at`` to ``enqueued_at``, the relay), sent
+   to started (SQS and the worker's receive), started to finished (the handler and the update).
+
 Ratios: end-to-end jobs/s over the POST-alone requests/s (1.0: the API is the bottleneck, the
 queue and the worker keep up) and end-to-end p50 over the POST's own p50. Figures are medians over
 the rounds, [min-max] beside them. Run: ``uv run python bench/e2e.py [--rounds N --seconds S]``.
@@ -40,10 +48,12 @@ from servicekit.testing.polling import wait_until
 
 CLIENTS = 8
 OUTSTANDING = 24
+RATE = 60.0
 WARMUP = 2.0
 DRAIN_TIMEOUT = 120.0
 PERCENTILES = (50, 90, 99)
 LATENCY_KEYS = (*(f"p{p}" for p in PERCENTILES), "max")
+STAGES = ("committed_to_sent", "sent_to_started", "started_to_finished")
 
 
 @dataclass
@@ -57,15 +67,21 @@ class Phase:
     window: tuple[float, float] = (0.0, 0.0)
     finished: dict[str, float] = field(default_factory=dict)
     failed: int = 0
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Load:
-    """CLIENTS threads posting jobs; with ``limit``, at most that many posted and not finished."""
+    """CLIENTS threads posting jobs; with ``limit``, at most that many posted and not finished;
+    with ``rate``, one job every 1/rate s (each client takes the next due time)."""
 
-    def __init__(self, suite: Suite, clients: int, limit: int | None) -> None:
+    def __init__(
+        self, suite: Suite, clients: int, limit: int | None, rate: float | None = None
+    ) -> None:
         self.suite = suite
         self.clients = clients
         self.limit = limit
+        self.rate = rate
+        self.due = 0.0
         self.phase = Phase()
         self.reserved = 0
         self.succeeded = 0
@@ -75,6 +91,7 @@ class Load:
     def run(self, warmup: float, seconds: float) -> Phase:
         # Wall-clock times: they are compared with PostgreSQL's timestamps (the same clock).
         since = time.time()
+        self.due = time.perf_counter()
         threads = [threading.Thread(target=self._post) for _ in range(self.clients)]
         threads.append(threading.Thread(target=self._watch, args=(since,)))
         for thread in threads:
@@ -89,6 +106,11 @@ class Load:
         return self.phase
 
     def _room(self) -> bool:
+        if self.rate is not None:
+            with self.lock:
+                due, self.due = self.due, self.due + 1 / self.rate
+            self.stop.wait(max(0.0, due - time.perf_counter()))
+            return not self.stop.is_set()
         with self.lock:
             if self.limit is not None and self.reserved - self.succeeded >= self.limit:
                 return False
@@ -153,6 +175,20 @@ def settle(suite: Suite, phase: Phase) -> None:
         rows = wait_until(finished, DRAIN_TIMEOUT, "every job posted to finish", interval=0.2)
     phase.finished = {job_id: at for job_id, status, at in rows if status == "succeeded"}
     phase.failed = len(rows) - len(phase.finished)
+    measured = in_window(phase)
+    with psycopg.connect(suite.database, autocommit=True) as conn:
+        spans = conn.execute(
+            "SELECT extract(epoch FROM enqueued_at - created_at) * 1000,"
+            " extract(epoch FROM started_at - enqueued_at) * 1000,"
+            " extract(epoch FROM finished_at - started_at) * 1000"
+            " FROM jobs WHERE id = ANY(%s::uuid[]) AND status = 'succeeded'",
+            (measured,),
+        ).fetchall()
+    if len(spans) > 1:
+        phase.stages = {
+            stage: percentiles([float(row[index]) for row in spans])
+            for index, stage in enumerate(STAGES)
+        }
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -166,23 +202,34 @@ def in_window(phase: Phase) -> list[str]:
     return [job_id for job_id, sent in phase.sent.items() if start <= sent <= end]
 
 
-def round_figures(baseline: Phase, loaded: Phase) -> dict[str, Any]:
+def latencies(phase: Phase) -> list[float]:
+    """Client send to ``finished_at``, ms, for the window's succeeded jobs."""
+    return [
+        (phase.finished[job_id] - phase.sent[job_id]) * 1000
+        for job_id in in_window(phase)
+        if job_id in phase.finished
+    ]
+
+
+def round_figures(baseline: Phase, loaded: Phase, paced: Phase) -> dict[str, Any]:
     start, end = loaded.window
     finished = [at for at in loaded.finished.values() if start <= at <= end]
     measured = [job_id for job_id in in_window(loaded) if job_id in loaded.finished]
-    latencies = [(loaded.finished[job_id] - loaded.sent[job_id]) * 1000 for job_id in measured]
+    loaded_ms = latencies(loaded)
     accepted = in_window(baseline)
     return {
         "jobs_per_second": len(finished) / (end - start),
-        "latency_ms": percentiles(latencies),
-        "latencies_ms": [round(value, 1) for value in latencies],
+        "latency_ms": percentiles(loaded_ms),
+        "latencies_ms": [round(value, 1) for value in loaded_ms],
+        "paced_ms": percentiles(latencies(paced)),
+        "paced_stages_ms": paced.stages,
         "post_ms": percentiles([loaded.post_ms[job_id] for job_id in measured]),
         "backlog_max": max(loaded.backlog, default=0),
         "post_only_per_second": len(accepted) / (baseline.window[1] - baseline.window[0]),
         "post_only_ms": percentiles([baseline.post_ms[job_id] for job_id in accepted]),
         "post_only_backlog_max": max(baseline.backlog, default=0),
-        "errors": loaded.errors + baseline.errors,
-        "not_succeeded": loaded.failed + baseline.failed,
+        "errors": loaded.errors + baseline.errors + paced.errors,
+        "not_succeeded": loaded.failed + baseline.failed + paced.failed,
     }
 
 
@@ -196,6 +243,7 @@ def measure(
     seconds: float,
     clients: int = CLIENTS,
     outstanding: int = OUTSTANDING,
+    rate: float = RATE,
 ) -> dict[str, Any]:
     os.environ.update(fake_aws_environment(f"http://{suite.address('moto', 5000)}"))
     aws.reset_clients()
@@ -205,13 +253,16 @@ def measure(
         settle(suite, baseline)
         loaded = Load(suite, clients, outstanding).run(WARMUP, seconds)
         settle(suite, loaded)
-        figures = round_figures(baseline, loaded)
+        paced = Load(suite, clients, None, rate).run(WARMUP, seconds)
+        settle(suite, paced)
+        figures = round_figures(baseline, loaded, paced)
         results.append(figures)
         print(
             f"round {number}: end to end {figures['jobs_per_second']:6.1f} jobs/s, "
             f"p50 {figures['latency_ms']['p50']:6.1f} ms, p99 {figures['latency_ms']['p99']:6.1f}"
             f" ms, backlog max {figures['backlog_max']}; POST alone "
-            f"{figures['post_only_per_second']:6.1f} req/s",
+            f"{figures['post_only_per_second']:6.1f} req/s; at {rate:g} jobs/s p50 "
+            f"{figures['paced_ms']['p50']:6.1f} ms, p99 {figures['paced_ms']['p99']:6.1f} ms",
             flush=True,
         )
     summary = {
@@ -220,12 +271,18 @@ def measure(
         **{f"latency_{p}": spread([r["latency_ms"][p] for r in results]) for p in LATENCY_KEYS},
         **{f"post_{p}": spread([r["post_ms"][p] for r in results]) for p in LATENCY_KEYS},
         **{f"post_only_{p}": spread([r["post_only_ms"][p] for r in results]) for p in LATENCY_KEYS},
+        **{f"paced_{p}": spread([r["paced_ms"][p] for r in results]) for p in LATENCY_KEYS},
+        **{
+            f"paced_{stage}_p50": spread([r["paced_stages_ms"][stage]["p50"] for r in results])
+            for stage in STAGES
+        },
     }
     return {
         "rounds": rounds,
         "seconds": seconds,
         "clients": clients,
         "outstanding": outstanding,
+        "rate": rate,
         "summary": summary,
         "ratios": {
             "e2e_over_post_only": summary["jobs_per_second"]["median"]
@@ -257,6 +314,12 @@ def print_figures(result: dict[str, Any]) -> None:
     post = f"{_fmt(summary['post_p50'])} / {_fmt(summary['post_p99'])}"
     print(f"  POST /jobs itself p50 / p99, ms    {post}")
     print(f"  baseline: POST /jobs alone, req/s  {_fmt(summary['post_only_per_second'])}")
+    paced = " / ".join(_fmt(summary[f"paced_{p}"]) for p in ("p50", "p90", "p99"))
+    print(f"  at {result['rate']:g} jobs/s: latency p50 / p90 / p99, ms  {paced}")
+    stages = "; ".join(
+        f"{stage.replace('_', ' ')} {_fmt(summary[f'paced_{stage}_p50'])}" for stage in STAGES
+    )
+    print(f"  at {result['rate']:g} jobs/s, p50 per stage, ms: {stages}")
     print(
         f"  end-to-end / POST-alone rate {result['ratios']['e2e_over_post_only']:.2f}; "
         f"end-to-end p50 / POST p50 {result['ratios']['e2e_p50_over_post_p50']:.1f}x; "

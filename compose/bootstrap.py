@@ -1,7 +1,9 @@
 """The compose init step: what Terraform-less local AWS and the database need before the services.
 
 Run once per ``docker compose up`` (the ``init`` service, in the scheduler image): creates the
-jobs queue and its dead-letter queue with the redrive policy from the worker's spec, the
+jobs queue and its dead-letter queue with the redrive policy from the worker's spec, each
+scheduled service's firings queue and its dead-letter queue (the figures the infra gives them,
+from its job registry, read from the service's folder under ``/specs``), the
 Parameter Store parameters and feature flags, the application's database role and the Secrets
 Manager secret holding its credentials (RDS format), then applies the migrations. Every step is
 idempotent, so ``up`` twice works and keeps the data. Its connections verify the server's TLS as
@@ -17,6 +19,7 @@ outbox, so the suite recovers by itself.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -35,10 +38,13 @@ from jobs import repository
 from jobs.migrations import upgrade
 from servicekit import aws
 from servicekit.logging import configure_logging
-from servicekit.spec import QueueTrigger, load_specs
+from servicekit.scheduling import FiringsQueue, JobRegistry
+from servicekit.spec import EnvironmentNames, QueueTrigger, ScheduleTrigger, ServiceSpec, load_specs
 
 APP = os.environ["APP_NAME"]
 ENV = os.environ["APP_ENV"]
+NAMES = EnvironmentNames(APP, ENV)
+SPECS_ROOT = Path(os.environ.get("SPECS_ROOT", "/specs"))
 
 # Local defaults of what Parameter Store holds in AWS (infra/ creates the same names there).
 SENTINEL = f"/{APP}/{ENV}/shared/log_level"  # gone: the emulator lost its state
@@ -57,31 +63,49 @@ log = logging.getLogger("bootstrap")
 
 def queues() -> dict[str, str]:
     """Create each queue a spec consumes, with its DLQ; returns the queue URLs by name."""
-    sqs = aws.client("sqs")
     urls = {}
-    for spec in load_specs(Path(os.environ.get("SPECS_ROOT", "/specs"))).values():
-        if not isinstance(spec.trigger, QueueTrigger):
-            continue
-        name = f"{APP}-{ENV}-{spec.trigger.queue}"
-        dlq_url = sqs.create_queue(
-            QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"}
-        )["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        redrive = {
-            "deadLetterTargetArn": dlq_arn,
-            "maxReceiveCount": spec.trigger.max_receive_count,
-        }
-        attributes = {
-            "VisibilityTimeout": str(spec.trigger.visibility_timeout),
-            "RedrivePolicy": json.dumps(redrive),
-        }
-        url = sqs.create_queue(QueueName=name)["QueueUrl"]
-        # create_queue refuses different attributes for an existing queue: set them separately.
-        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
-        urls[name] = url
+    for spec in load_specs(SPECS_ROOT).values():
+        trigger = spec.trigger
+        if isinstance(trigger, QueueTrigger):
+            name = NAMES.queue(trigger.queue)
+            urls[name] = _queue(name, trigger.visibility_timeout, trigger.max_receive_count)
+        elif isinstance(trigger, ScheduleTrigger):
+            name = NAMES.firings_queue(spec.name)
+            firings = FiringsQueue.for_jobs(
+                (job.timeout for job in _registry(spec, trigger)), spec.task.stop_timeout
+            )
+            urls[name] = _queue(name, firings.visibility_timeout, firings.max_receive_count)
     return urls
+
+
+def _queue(name: str, visibility_timeout: int, max_receive_count: int) -> str:
+    """Queue ``name`` and its ``-dlq``, with the redrive policy; its URL."""
+    sqs = aws.client("sqs")
+    dlq_url = sqs.create_queue(
+        QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"}
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
+    attributes = {
+        "VisibilityTimeout": str(visibility_timeout),
+        "RedrivePolicy": json.dumps(redrive),
+    }
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    # create_queue refuses different attributes for an existing queue: set them separately.
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def _registry(spec: ServiceSpec, trigger: ScheduleTrigger) -> JobRegistry[object]:
+    """The scheduled service's job registry, imported from its folder (declaring, no I/O)."""
+    sys.path.insert(0, str(SPECS_ROOT / "services" / spec.name / "src"))
+    module_name, _, attribute = trigger.registry.partition(":")
+    registry = getattr(importlib.import_module(module_name), attribute or "registry")
+    if not isinstance(registry, JobRegistry):
+        raise TypeError(f"{spec.name}: {trigger.registry} is not a JobRegistry")
+    return registry
 
 
 def parameters() -> None:

@@ -58,12 +58,44 @@ def test_the_services_reach_the_database_only_over_tls(suite: Suite) -> None:
     assert "no encryption" in refused, refused
 
 
-def test_the_scheduler_records_its_runs(suite: Suite) -> None:
-    # The outbox sweep runs every minute in serve mode; its runs land in the history table.
+def test_the_scheduler_runs_the_firings_of_its_queue(suite: Suite) -> None:
+    # A firing sent by hand (as `suite run` does in AWS) for a slot no clock fires any more: the
+    # scheduler's consumer takes it from the firings queue and the run is recorded.
+    suite.compose(
+        "exec",
+        "-T",
+        "scheduler",
+        "python3",
+        "-c",
+        "import os; from datetime import datetime; from servicekit.scheduling import send_firing; "
+        "send_firing(os.environ['FIRINGS_QUEUE_URL'], 'requeue-stuck', "
+        "datetime.fromisoformat('2026-01-01T00:05:10+00:00'))",
+    )
     wait_until(
-        lambda: int(suite.sql("SELECT count(*) FROM schedule_runs WHERE status = 'succeeded'")) > 0,
+        lambda: (
+            suite.sql(
+                "SELECT status FROM schedule_runs WHERE job = 'requeue-stuck' "
+                "AND slot = '2026-01-01T00:05:00Z'"
+            )
+            == "succeeded"
+        ),
+        60,
+        "the sent firing's run to succeed",
+        0.5,
+    )
+    # The local clock sends the same firings on schedule: the outbox sweep's every minute.
+    wait_until(
+        lambda: (
+            int(
+                suite.sql(
+                    "SELECT count(*) FROM schedule_runs WHERE job = 'outbox-sweep' "
+                    "AND status = 'succeeded'"
+                )
+            )
+            > 0
+        ),
         90,
-        "a succeeded scheduler run",
+        "a succeeded run the clock fired",
         0.5,
     )
 

@@ -3,7 +3,8 @@
 Compose is written by hand for readability; this test is what keeps it from drifting: every
 spec'd service is in compose with the spec's command, CPU, memory, stop grace period, port,
 health path and task count, external services are published through a load balancer set up
-like their target group, and internal ones answer on their Cloud Map name.
+like their target group, internal ones answer on their Cloud Map name, and a scheduled service
+consumes the firings queue its own clock feeds.
 """
 
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from api import gunicorn_conf
-from servicekit.spec import Exposure, ServiceSpec, load_specs
+from servicekit.spec import EnvironmentNames, Exposure, ScheduleTrigger, ServiceSpec, load_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = load_specs(ROOT)
@@ -63,6 +64,20 @@ def test_image_build_command_and_health(spec: ServiceSpec) -> None:
     if spec.port is not None:
         assert int(environment["PORT"]) == spec.port
         assert environment["HEALTH_PATH"] == spec.health_path
+
+
+def test_scheduled_services_run_the_firings_their_own_clock_sends(spec: ServiceSpec) -> None:
+    environment = SERVICES[spec.name]["environment"]
+    if not isinstance(spec.trigger, ScheduleTrigger):
+        assert "FIRINGS_QUEUE_URL" not in environment
+        return
+    # The queue compose/bootstrap.py creates (the infra's name for it); EventBridge Scheduler's
+    # part, the clock, is APScheduler in the process.
+    names = EnvironmentNames(environment["APP_NAME"], environment["APP_ENV"])
+    queue_url = environment["FIRINGS_QUEUE_URL"]
+    assert queue_url.startswith(environment["AWS_ENDPOINT_URL"])
+    assert queue_url.rsplit("/", 1)[1] == names.firings_queue(spec.name)
+    assert environment["LOCAL_CLOCK"] == "true"
 
 
 def test_no_service_is_published_but_through_its_load_balancer(spec: ServiceSpec) -> None:

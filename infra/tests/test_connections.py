@@ -15,17 +15,15 @@ from infra.connections import (
 )
 from infra.platform import DB_CONNECTIONS_ALARM_PERCENT
 from infra.testing import Assembly
-from scheduler.jobs import registry
 from servicekit.db import DatabaseSettings
 from servicekit.spec import ServiceSpec, find_repository_root, load_specs
 
 ROOT = find_repository_root(Path(__file__).parent)
 SPECS = load_specs(ROOT)
-SCHEDULES = {"scheduler": len(registry.export())}
 
 
 def test_each_service_peaks_at_its_most_tasks_through_a_deploy() -> None:
-    rows = {name: peak_connections(spec, SCHEDULES.get(name, 0)) for name, spec in SPECS.items()}
+    rows = {name: peak_connections(spec) for name, spec in SPECS.items()}
     api, worker, scheduler = rows["api"], rows["worker"], rows["scheduler"]
     assert api is not None
     assert worker is not None
@@ -37,9 +35,9 @@ def test_each_service_peaks_at_its_most_tasks_through_a_deploy() -> None:
     # Rolling at max_percent 200: as many again while deploying; servicekit's default pool.
     assert (worker.tasks, worker.pool_size, worker.deploying) == (20, defaults.pool_size, 20)
     assert worker.peak == 20 * defaults.pool_size + 20 * defaults.pool_min_size
-    # Every schedule's run at once; never deployed beside another.
-    assert (scheduler.tasks, scheduler.deploying) == (SCHEDULES["scheduler"], 0)
-    assert scheduler.peak == SCHEDULES["scheduler"] * defaults.pool_size
+    # One always-on task, rolling: its replacement starts beside it (at pool minimum).
+    assert (scheduler.tasks, scheduler.deploying) == (1, 1)
+    assert scheduler.peak == defaults.pool_size + defaults.pool_min_size
 
 
 @pytest.mark.parametrize(
@@ -62,10 +60,10 @@ def test_an_unknown_class_asks_for_the_figure() -> None:
 
 def test_over_budget_names_every_figure() -> None:
     with pytest.raises(ConnectionBudgetError) as raised:
-        check_budget(SPECS, SCHEDULES, instance_type="t4g.medium", max_connections=None)
+        check_budget(SPECS, instance_type="t4g.small", max_connections=None)
     message = str(raised.value)
-    peak = 144 + 220 + SCHEDULES["scheduler"] * 10 + MARGIN
-    assert f"({peak}) exceed max_connections (405, RDS's default for t4g.medium)" in message
+    peak = 144 + 220 + 11 + MARGIN
+    assert f"({peak}) exceed max_connections (202, RDS's default for t4g.small)" in message
     assert (
         "api: 12 tasks x 2 processes x 5 pool + 12 deploying tasks x 2 processes x 1 pool "
         "minimum = 144" in message
@@ -75,18 +73,18 @@ def test_over_budget_names_every_figure() -> None:
         "minimum = 220" in message
     )
     assert (
-        f"scheduler: {SCHEDULES['scheduler']} tasks x 1 processes x 10 pool + 0 deploying"
-        in message
+        "scheduler: 1 tasks x 1 processes x 10 pool + 1 deploying tasks x 1 processes x 1 pool "
+        "minimum = 11" in message
     )
     assert f"margin {MARGIN}" in message
 
 
 def test_an_explicit_max_connections_wins() -> None:
-    rows, limit = check_budget(SPECS, SCHEDULES, instance_type="t4g.micro", max_connections=1000)
+    rows, limit = check_budget(SPECS, instance_type="t4g.micro", max_connections=1000)
     assert limit == 1000
-    assert sum(row.peak for row in rows) == 144 + 220 + SCHEDULES["scheduler"] * 10
-    with pytest.raises(ConnectionBudgetError, match=r"\(400, dbMaxConnections\)"):
-        check_budget(SPECS, SCHEDULES, instance_type="t4g.xlarge", max_connections=400)
+    assert sum(row.peak for row in rows) == 144 + 220 + 11
+    with pytest.raises(ConnectionBudgetError, match=r"\(390, dbMaxConnections\)"):
+        check_budget(SPECS, instance_type="t4g.xlarge", max_connections=390)
 
 
 def test_a_service_without_the_database_counts_nothing() -> None:
@@ -122,7 +120,7 @@ def test_the_connections_alarm_watches_the_budgets_limit(
 
 def test_the_readme_shows_the_budget() -> None:
     readme = (ROOT / "infra/README.md").read_text()
-    rows, limit = check_budget(SPECS, SCHEDULES, instance_type="t4g.large", max_connections=None)
+    rows, limit = check_budget(SPECS, instance_type="t4g.large", max_connections=None)
     lines = readme.splitlines()
     for row in rows:
         [line] = [line for line in lines if line.startswith(f"| {row.service} ")]

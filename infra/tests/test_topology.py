@@ -10,7 +10,6 @@ import pytest
 from aws_cdk.assertions import Match
 
 from infra.testing import Assembly, container, policy_statements
-from scheduler.jobs import registry
 from servicekit.spec import find_repository_root, load_specs
 
 ROOT = find_repository_root(Path(__file__).parent)
@@ -182,8 +181,7 @@ def test_services_run_the_seed_task_counts_and_capacity(assembly: Assembly) -> N
             ],
         },
     )
-    # The scheduler runs only when its schedules start it.
-    assembly.template("scheduler").resource_count_is("AWS::ECS::Service", 0)
+    # The scheduler's one task: test_scheduled_jobs.py.
 
 
 def test_api_is_https_only_behind_waf_with_access_logs(assembly: Assembly) -> None:
@@ -448,40 +446,6 @@ def test_queue_has_a_dlq_redrive_and_ssl_only_policy(assembly: Assembly) -> None
         assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_schedules_come_from_the_registry(assembly: Assembly) -> None:
-    schedules = assembly.resources("scheduler", "AWS::Scheduler::Schedule").values()
-    expected = {job["name"]: job for job in registry.export()}
-    assert {s["Properties"]["Name"] for s in schedules} == set(expected)
-    for schedule in schedules:
-        props = schedule["Properties"]
-        job = expected[props["Name"]]
-        assert props["ScheduleExpression"] == job["expression"]
-        assert props["ScheduleExpressionTimezone"] == job["timezone"]
-        assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}
-        target = props["Target"]
-        assert target["RetryPolicy"]["MaximumRetryAttempts"] == 3
-        assert "Arn" in json.dumps(target["DeadLetterConfig"])
-        assert target["EcsParameters"]["TaskCount"] == 1
-        assert target["EcsParameters"]["CapacityProviderStrategy"] == [
-            {"CapacityProvider": "FARGATE", "Weight": 1}
-        ]
-        overrides = json.loads(target["Input"])
-        assert overrides == {
-            "containerOverrides": [
-                {
-                    "name": "app",
-                    "command": [
-                        "scheduler",
-                        "run",
-                        job["name"],
-                        "--slot",
-                        "<aws.scheduler.scheduled-time>",
-                    ],
-                }
-            ]
-        }
-
-
 def test_database_secrets_rotate_with_alternating_users(assembly: Assembly) -> None:
     platform = assembly.template("platform")
     platform.has_resource_properties(
@@ -532,11 +496,20 @@ def test_task_roles_are_least_privilege(assembly: Assembly) -> None:
     worker_actions = {action for s in worker for action in _list(s["Action"])}
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "ecs:UpdateTaskProtection"} <= worker_actions
     assert "sqs:SendMessage" not in worker_actions
-    # reconcile-dlq: the scheduler consumes the jobs queue's dead-letter queue, and only that.
+    # reconcile-dlq: the scheduler consumes the jobs queue's dead-letter queue (and its own
+    # firings queue: test_scheduled_jobs.py), and no other.
     scheduler = policy_statements(assembly, "scheduler", "TaskRole")
-    consumed = [s for s in scheduler if "sqs:DeleteMessage" in _list(s["Action"])]
-    assert len(consumed) == 1
-    assert "dlq" in json.dumps(consumed[0]["Resource"]).lower()
+    consumed = [
+        resource
+        for s in scheduler
+        if "sqs:DeleteMessage" in _list(s["Action"])
+        for resource in _list(s["Resource"])
+    ]
+    assert len(consumed) == 2
+    assert sorted("firings" in json.dumps(r).lower() for r in consumed) == [False, True]
+    assert (
+        "dlq" in json.dumps([r for r in consumed if "firings" not in json.dumps(r).lower()]).lower()
+    )
 
 
 def test_alarms_cover_5xx_unhealthy_hosts_queues_and_scheduler_runs(assembly: Assembly) -> None:

@@ -1,4 +1,5 @@
-"""The scheduling runtime against a migrated real PostgreSQL: registry, run, stop, serve."""
+"""The scheduling runtime against a migrated real PostgreSQL (and moto's SQS for the firings):
+registry, run, stop, dead runs, serve."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from servicekit import aws
+from servicekit.consumer import POISON_REASON_ATTRIBUTE, Consumer
+from servicekit.errors import ConfigurationError, DependencyUnavailable
 from servicekit.health import HealthRegistry
 from servicekit.scheduling import (
+    Firing,
     InvalidJob,
     JobContext,
     JobRegistry,
@@ -23,10 +28,12 @@ from servicekit.scheduling import (
     Runner,
     RunStatus,
     RunStore,
+    send_firing,
     serve,
 )
-from servicekit.testing import Database, wait_until
+from servicekit.testing import Database, MotoServer, wait_until
 from servicekit.testing.moto import free_port
+from servicekit.testing.sqs import create_queue, queue_counts
 
 SLOT = datetime(2026, 3, 6, 10, 0, tzinfo=UTC)
 
@@ -277,10 +284,9 @@ def test_stop_interrupts_a_job_between_units_of_work(store: RunStore, calls: Cal
 def test_a_stopping_process_starts_nothing(store: RunStore, calls: Calls) -> None:
     stop = threading.Event()
     stop.set()
-    assert runner(single(calls.record), store, calls, stop=stop).run("job", SLOT) is (
-        Outcome.INTERRUPTED
-    )
-    # Not claimed: a retried trigger may still run the slot.
+    with pytest.raises(DependencyUnavailable, match="the process is stopping"):
+        runner(single(calls.record), store, calls, stop=stop).run("job", SLOT)
+    # Not claimed: the firing goes back to the queue, and this slot may still run.
     assert store.runs() == []
     assert calls.seen == []
 
@@ -302,30 +308,102 @@ def test_purge_keeps_recent_and_running_runs(store: RunStore) -> None:
     assert sorted(run.id for run in store.runs()) == sorted([running, recent])
 
 
+# -- dead runs ----------------------------------------------------------------------------------
+
+
+def test_a_run_that_never_reported_is_recorded_failed_by_the_next_attempt(
+    store: RunStore, calls: Calls
+) -> None:
+    # timeout 2 + stop grace 1 + margin 1: a live run has reported within 4 s of its start.
+    registry = single(calls.record, timeout=2)
+    later = runner(registry, store, calls, host="later", stop_grace=1, report_margin=1)
+    # A process claimed the slot and was killed: the run stays running.
+    store.claim("job", SLOT, "killed:1")
+
+    # Redelivered while it could still be alive: skipped, and left alone.
+    assert later.run("job", SLOT) is Outcome.SKIPPED
+    assert store.runs("job")[0].status is RunStatus.RUNNING
+
+    wait_until(lambda: later.run("job", SLOT) is Outcome.FAILED, 30, "the dead run recorded")
+    [run] = store.runs("job")
+    assert (run.status, run.host) == (RunStatus.FAILED, "killed:1")
+    assert str(run.error).startswith("died: no report within 4 s")
+    assert calls.seen == []  # the slot is not run again: the next slot runs as usual
+    assert later.run("job", SLOT) is Outcome.SKIPPED
+
+
+def test_the_firings_queue_must_outlast_the_longest_run(store: RunStore, calls: Calls) -> None:
+    each = runner(single(calls.record, timeout=50), store, calls, stop_grace=20, report_margin=30)
+    each.check_visibility_timeout(100)
+    with pytest.raises(ConfigurationError, match=r"\(99 s\) is shorter than .* \(100 s"):
+        each.check_visibility_timeout(99)
+
+
+def test_a_firing_names_a_registered_job_and_a_slot_with_a_timezone(
+    store: RunStore, calls: Calls
+) -> None:
+    model = runner(single(calls.record), store, calls).firing_model()
+    assert model.model_validate_json('{"job": "job", "slot": "2026-03-06T10:00:40Z"}').slot == (
+        SLOT + timedelta(seconds=40)
+    )
+    for body, problem in (
+        ('{"job": "nope", "slot": "2026-03-06T10:00:00Z"}', "no job named 'nope'"),
+        ('{"job": "job", "slot": "2026-03-06T10:00:00"}', "timezone"),
+        ('{"job": "job"}', "slot"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            model.model_validate_json(body)
+    assert Firing.of("job", SLOT).model_dump_json() == (
+        '{"job":"job","slot":"2026-03-06T10:00:00Z"}'
+    )
+
+
 # -- serve --------------------------------------------------------------------------------------
 
 
-def test_two_serving_schedulers_run_each_slot_once(store: RunStore, calls: Calls) -> None:
+@contextmanager
+def serving(
+    each: Runner[Calls], queue_url: str, *, health_port: int | None = None, clock: bool = False
+) -> Iterator[None]:
+    """``serve`` on a thread with a firings consumer, stopped (and joined) on exit."""
+    firings = Consumer(
+        queue_url, each.firing_model(), each.handle, concurrency=2, wait_time_seconds=1
+    )
+    thread, _ = in_thread(
+        partial(serve, each, firings, health=HealthRegistry(), health_port=health_port, clock=clock)
+    )
+    try:
+        yield
+    finally:
+        each.stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def test_two_serving_schedulers_run_each_slot_once(
+    aws_env: MotoServer, store: RunStore, calls: Calls
+) -> None:
     registry = JobRegistry[Calls](allow_second_rates=True)
     registry.add("tick", calls.record, schedule="rate(1 second)", timeout=5)
+    queue_url, _ = create_queue("firings", visibility=10)
     port = free_port()
-    schedulers = []
-    for host, health_port in (("one", port), ("two", None)):
-        each = runner(registry, store, calls, host=host)
-        thread, _ = in_thread(
-            partial(serve, each, health=HealthRegistry(), health_port=health_port)
-        )
-        schedulers.append((each, thread))
-    try:
+    options = {"stop_grace": 1, "report_margin": 1}
+    # Both clocks fire every slot: each slot's two firings, on either consumer, run once.
+    with (
+        serving(
+            runner(registry, store, calls, host="one", **options),
+            queue_url,
+            health_port=port,
+            clock=True,
+        ),
+        serving(runner(registry, store, calls, host="two", **options), queue_url, clock=True),
+    ):
         wait_until(lambda: len(store.runs("tick")) >= 4, 30, "four slots run")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            assert json.load(response) == {"status": "ok", "checks": {"scheduler": "ok"}}
-    finally:
-        for each, _ in schedulers:
-            each.stop.set()
-        for _, thread in schedulers:
-            thread.join(timeout=30)
-    assert not any(thread.is_alive() for _, thread in schedulers)
+            assert json.load(response) == {
+                "status": "ok",
+                "checks": {"firings": "ok", "clock": "ok"},
+            }
 
     slots = [slot for _, slot in calls.seen]
     assert len(slots) == len(set(slots)), f"a slot ran twice: {sorted(slots)}"
@@ -334,3 +412,23 @@ def test_two_serving_schedulers_run_each_slot_once(store: RunStore, calls: Calls
     assert {run.status for run in recorded} == {RunStatus.SUCCEEDED}
     # Slots are whole seconds, one apart, from the epoch.
     assert all(slot.microsecond == 0 for slot in slots)
+
+
+def test_a_firing_sent_by_hand_runs_and_a_bad_one_is_dead_lettered(
+    aws_env: MotoServer, store: RunStore, calls: Calls
+) -> None:
+    queue_url, dlq_url = create_queue("firings", visibility=120)
+    send_firing(queue_url, "job", SLOT + timedelta(seconds=12))
+    aws.client("sqs").send_message(
+        QueueUrl=queue_url, MessageBody='{"job": "nope", "slot": "2026-03-06T10:00:00Z"}'
+    )
+    with serving(runner(single(calls.record), store, calls, stop_grace=1), queue_url):
+        wait_until(lambda: queue_counts(queue_url) == (0, 0), 30, "both firings settled")
+
+    assert calls.seen == [("job", SLOT)]
+    assert [run.status for run in store.runs("job")] == [RunStatus.SUCCEEDED]
+    [poison] = aws.client("sqs").receive_message(
+        QueueUrl=dlq_url, MessageAttributeNames=["All"], WaitTimeSeconds=1
+    )["Messages"]
+    reason = poison["MessageAttributes"][POISON_REASON_ATTRIBUTE]["StringValue"]
+    assert "no job named 'nope' (registered: job)" in reason

@@ -132,15 +132,15 @@ def test_infra_sections_refuse_what_ecs_would(change: dict[str, object], message
         ServiceSpec.model_validate(_API | change)
 
 
-def test_a_scheduled_service_has_no_deployment_section() -> None:
+def test_a_scheduled_service_is_a_service_that_deploys_like_any() -> None:
     spec = _API | {
         "exposure": "none",
         "trigger": {"kind": "schedule", "registry": "x:registry"},
         "deployment": {"strategy": "rolling", "min_healthy_percent": 50},
     }
-    with pytest.raises(ValueError, match="no ECS service"):
-        ServiceSpec.model_validate(spec)
-    assert ServiceSpec.model_validate(spec | {"deployment": {}}).trigger.kind == "schedule"
+    assert ServiceSpec.model_validate(spec).deployment.min_healthy_percent == 50
+    with pytest.raises(ValueError, match="run_command"):
+        ServiceSpec.model_validate(spec | {"trigger": spec["trigger"] | {"run_command": ["x"]}})
 
 
 def test_the_api_declares_its_edge_auth_and_pool() -> None:

@@ -9,7 +9,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from servicekit import aws
 from servicekit.consumer import POISON_REASON_ATTRIBUTE
 from servicekit.testing import wait_until
 from servicekit.testing.moto import MotoServer
+from servicekit.testing.sqs import queue_counts
 from suite_tools import cost
 from suite_tools.release import create_deployment
 from suite_tools.session import plugin_arguments
@@ -140,41 +141,87 @@ def test_logs_refuse_a_bad_since(aws_env: MotoServer) -> None:
 # -- run ----------------------------------------------------------------------------------
 
 
-def test_run_starts_the_job_as_its_schedule_does_and_reports_its_exit_code(
+def _firing(suite: DeployedSuite) -> dict[str, str]:
+    """The one firing on the scheduler's firings queue."""
+    [message] = aws.client("sqs").receive_message(QueueUrl=suite.firings)["Messages"]
+    body: dict[str, str] = json.loads(message["Body"])
+    return body
+
+
+def _run_line(job: str, slot: datetime, message: str, **fields: object) -> dict[str, object]:
+    """A line of the scheduler's log about one run (the runtime's log context: job, slot)."""
+    return {"level": "INFO", "message": message, "job": job, "slot": slot.isoformat(), **fields}
+
+
+def test_run_sends_the_firing_its_schedule_sends_and_reports_the_outcome(
     suite: DeployedSuite, background: list[Background]
 ) -> None:
     run = Background("run", "outbox-sweep", "--wait", "--poll", "0.05", "--json")
     background.append(run)
-    tasks = wait_until(suite.tasks, timeout=30, what="the job's task")
-    task = tasks[0]
-    assert task["taskDefinitionArn"] == suite.scheduler_task
-    assert task["capacityProviderName"] == "FARGATE"
-    assert task["startedBy"] == "suite run"
-    command = task["overrides"]["containerOverrides"][0]["command"]
-    assert command[:4] == ["scheduler", "run", "outbox-sweep", "--slot"]
-    # The placeholder, filled with now.
-    slot = datetime.fromisoformat(command[4])
-    assert abs((datetime.now(UTC) - slot).total_seconds()) < 120
+    wait_until(lambda: sum(queue_counts(suite.firings)), timeout=30, what="the firing")
+    firing = _firing(suite)
+    # The schedule's own input, the placeholder filled with now.
+    assert set(firing) == {"job", "slot"}
+    assert firing["job"] == "outbox-sweep"
+    sent = datetime.fromisoformat(firing["slot"])
+    assert abs((datetime.now(UTC) - sent).total_seconds()) < 60
+    slot = sent.replace(second=0, microsecond=0)  # rate(1 minute): the minute it falls in
 
-    suite.stop_task(task["taskArn"], exit_code=3)
+    # What the scheduler writes while it runs it; only the run's last line ends the wait.
+    suite.log(
+        "scheduler",
+        _run_line("outbox-sweep", slot - timedelta(minutes=1), "finished: succeeded in 0.1 s"),
+        _run_line("outbox-sweep", slot, "started"),
+        _run_line(
+            "outbox-sweep",
+            slot,
+            "finished: failed in 0.2 s (OutboxSendFailed: 1 send(s) failed)",
+            status="failed",
+        ),
+    )
     code, stdout, stderr = run.result()
 
-    assert code == 3, stderr
+    assert code == 1, stderr
     document = json.loads(stdout)
     assert document["job"] == "outbox-sweep"
-    assert document["status"] == "STOPPED"
-    assert document["exitCode"] == 3
-    assert document["stoppedReason"] == "Essential container exited"
-    assert document["slot"] == command[4]
-    assert "outbox-sweep: started " in stderr
+    assert document["slot"] == slot.isoformat().replace("+00:00", "Z")
+    assert (document["status"], document["exitCode"]) == ("failed", 1)
+    assert document["error"] == "failed in 0.2 s (OutboxSendFailed: 1 send(s) failed)"
+    assert f"outbox-sweep: firing {document['messageId']} sent for slot " in stderr
 
 
-def test_run_without_wait_returns_once_started(suite: DeployedSuite) -> None:
+def test_run_of_a_slot_already_run_waits_for_the_skip_and_exits_0(
+    suite: DeployedSuite, background: list[Background]
+) -> None:
+    run = Background("run", "purge-finished", "--wait", "--poll", "0.05")
+    background.append(run)
+    wait_until(lambda: sum(queue_counts(suite.firings)), timeout=30, what="the firing")
+    assert _firing(suite)["job"] == "purge-finished"
+    # cron(0 3 * * ? *): the run's slot is the latest 03:00 UTC.
+    now = datetime.now(UTC)
+    slot = now.replace(hour=3, minute=0, second=0, microsecond=0)
+    if slot > now:
+        slot -= timedelta(days=1)
+    suite.log("scheduler", _run_line("purge-finished", slot, "skipped: slot already run"))
+
+    code, stdout, stderr = run.result()
+    assert code == 0, stderr
+    job, _, slot_text, status, exit_code = stdout.split()
+    assert (job, slot_text, status, exit_code) == (
+        "purge-finished",
+        slot.isoformat().replace("+00:00", "Z"),
+        "skipped",
+        "0",
+    )
+
+
+def test_run_without_wait_returns_once_sent(suite: DeployedSuite) -> None:
     run = run_suite("run", "purge-finished")
     assert run.code == 0, run.stderr
-    job, task, status = run.stdout.split()[:3]
-    assert (job, status) == ("purge-finished", "PENDING")
-    assert task == suite.tasks()[0]["taskArn"]
+    job, message_id, _, status, exit_code = run.stdout.split()
+    assert (job, status, exit_code) == ("purge-finished", "SENT", "-")
+    assert queue_counts(suite.firings) == (1, 0)
+    assert message_id
 
 
 def test_run_of_an_unknown_job_names_the_jobs(suite: DeployedSuite) -> None:
@@ -333,15 +380,6 @@ def test_rollback_during_a_codedeploy_deployment_stops_it(suite: DeployedSuite) 
     )
 
 
-def test_rollback_of_the_scheduler_says_it_has_no_service(suite: DeployedSuite) -> None:
-    run = run_suite("rollback", "scheduler", "--yes")
-    assert run.code == 1
-    assert run.stderr.startswith("suite rollback: scheduler runs as scheduled tasks")
-
-
-# -- jobs dead ----------------------------------------------------------------------------
-
-
 def test_dead_jobs_are_listed_and_stay_in_the_dlq(suite: DeployedSuite) -> None:
     sqs = aws.client("sqs")
     sqs.send_message(QueueUrl=suite.dlq, MessageBody='{"job_id": "j-1", "type": "echo"}')
@@ -417,7 +455,11 @@ def test_cost_from_the_specs_and_the_dated_table(aws_env: MotoServer) -> None:
     hour = 0.5 * fargate["vcpu_hour"] + 1 * fargate["gb_hour"]
     spot_hour = 0.5 * spot["vcpu_hour"] + 1 * spot["gb_hour"]
     assert api["monthly"]["desired"] == round((2.5 * hour + 0.5 * spot_hour) * 730, 2)
-    assert document["services"]["scheduler"]["monthly"] == {"min": 0, "desired": 0, "max": 0}
+    # The scheduler: one always-on task of 0.25 vCPU / 0.5 GiB on regular Fargate.
+    scheduler = document["services"]["scheduler"]
+    assert scheduler["tasks"] == {"min": 1, "desired": 1, "max": 1}
+    scheduler_hour = 0.25 * fargate["vcpu_hour"] + 0.5 * fargate["gb_hour"]
+    assert scheduler["monthly"]["desired"] == round(scheduler_hour * 730, 2)
     totals = document["totalIfAllOn"]
     assert totals["FARGATE_SPOT"] < totals["FARGATE"]
     assert totals["EC2_SPOT"] < totals["EC2"]
@@ -427,7 +469,6 @@ def test_cost_from_the_specs_and_the_dated_table(aws_env: MotoServer) -> None:
         "Monthly compute cost, eu-west-1, USD, 730 h/month; prices: table dated "
         f"{table['date']} (EC2: m7i.large)"
     )
-    assert "scheduled runs" in text.stdout
     assert "FARGATE_SPOT" in text.stdout.splitlines()[-3]
 
 

@@ -218,11 +218,14 @@ def test_a_consumer_gets_a_queue_of_its_own(generated: Generated) -> None:
     }
 
 
-def test_defaults_that_name_the_example_are_written_renamed(generated: Generated) -> None:
+def test_a_scheduled_service_gets_its_registry_and_firings_queue(generated: Generated) -> None:
     trigger = load_specs(generated.root)["nightly-reports"].trigger
     assert isinstance(trigger, ScheduleTrigger)
     assert trigger.registry == "nightly_reports.jobs:registry"
-    assert trigger.run_command[:2] == ["nightly-reports", "run"]
+    compose = yaml.safe_load((generated.root / "docker-compose.yml").read_text())
+    environment = compose["services"]["nightly-reports"]["environment"]
+    assert environment["FIRINGS_QUEUE_URL"].endswith("/suite-development-nightly-reports-firings")
+    assert environment["LOCAL_CLOCK"] == "true"
 
 
 def test_compose_gets_a_block_per_service_and_keeps_every_other_line(generated: Generated) -> None:

@@ -1,13 +1,13 @@
 """The database's connection budget: every service at its peak against ``max_connections``.
 
-A service's peak is its most tasks at once (the scaling maximum, else the desired count; for a
-scheduled service, every schedule's run at once) times its processes per task times each
-process's pool size, plus what a deployment adds: the extra tasks (a rolling deployment runs up
-to ``max_percent`` of the count, blue/green both colours) share the same traffic, and the pools
-open connections on demand, so each extra process adds its pool's minimum (servicekit's
-``pool_min_size``), not a full pool. The sum plus :data:`MARGIN` must fit the instance's
-``max_connections``, or synthesis fails naming every figure: PostgreSQL refuses connections past
-it, so a scale-out or a deploy at the peak would turn into login errors.
+A service's peak is its most tasks at once (the scaling maximum, else the desired count) times
+its processes per task times each process's pool size, plus what a deployment adds: the extra
+tasks (a rolling deployment runs up to ``max_percent`` of the count, blue/green both colours)
+share the same traffic, and the pools open connections on demand, so each extra process adds
+its pool's minimum (servicekit's ``pool_min_size``), not a full pool. The sum plus
+:data:`MARGIN` must fit the instance's ``max_connections``, or synthesis fails naming every
+figure: PostgreSQL refuses connections past it, so a scale-out or a deploy at the peak would
+turn into login errors.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servicekit.db import DatabaseSettings
-from servicekit.spec import DeploymentStrategy, ScheduleTrigger, ServiceSpec
+from servicekit.spec import DeploymentStrategy, ServiceSpec
 
 __all__ = [
     "MARGIN",
@@ -98,25 +98,18 @@ def default_max_connections(instance_type: str) -> int:
     return min(int(memory // _BYTES_PER_CONNECTION), _MAX_DEFAULT)
 
 
-def peak_connections(spec: ServiceSpec, schedules: int = 0) -> ServiceConnections | None:
-    """The service's peak, or None when it holds no database pool.
-
-    ``schedules``: how many schedules start the service's task (a scheduled service).
-    """
+def peak_connections(spec: ServiceSpec) -> ServiceConnections | None:
+    """The service's peak, or None when it holds no database pool."""
     if not spec.uses_database:
         return None
     defaults = DatabaseSettings()
-    if isinstance(spec.trigger, ScheduleTrigger):
-        # Each schedule starts its own tasks; none is ever deployed beside them.
-        tasks, deploying = spec.task.desired_count * schedules, 0
-    else:
-        tasks = spec.scaling.max_count if spec.scaling else spec.task.desired_count
-        deployment = spec.deployment
-        deploying = (
-            tasks
-            if deployment.strategy is DeploymentStrategy.BLUE_GREEN
-            else tasks * deployment.max_percent // 100 - tasks
-        )
+    tasks = spec.scaling.max_count if spec.scaling else spec.task.desired_count
+    deployment = spec.deployment
+    deploying = (
+        tasks
+        if deployment.strategy is DeploymentStrategy.BLUE_GREEN
+        else tasks * deployment.max_percent // 100 - tasks
+    )
     return ServiceConnections(
         service=spec.name,
         tasks=tasks,
@@ -129,17 +122,12 @@ def peak_connections(spec: ServiceSpec, schedules: int = 0) -> ServiceConnection
 
 def check_budget(
     specs: Mapping[str, ServiceSpec],
-    schedules: Mapping[str, int],
     *,
     instance_type: str,
     max_connections: int | None,
 ) -> tuple[list[ServiceConnections], int]:
     """Every service's peak and the database's ``max_connections``; raises when over."""
-    rows = [
-        row
-        for spec in specs.values()
-        if (row := peak_connections(spec, schedules.get(spec.name, 0))) is not None
-    ]
+    rows = [row for spec in specs.values() if (row := peak_connections(spec)) is not None]
     limit = (
         max_connections if max_connections is not None else default_max_connections(instance_type)
     )

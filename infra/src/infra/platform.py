@@ -42,14 +42,12 @@ from infra.checks import SSE_SQS, acknowledge_nag, skip_checkov
 from infra.config import EnvConfig
 from infra.connections import check_budget
 from infra.network import NetworkStack
-from infra.schedules import load_schedules
 from servicekit.spec import (
     AuthSpec,
     CapacityProvider,
     EdgeSpec,
     Exposure,
     QueueTrigger,
-    ScheduleTrigger,
     ServiceSpec,
 )
 
@@ -172,11 +170,6 @@ class PlatformStack(Stack):
         self.queues, self.dead_letter_queues = self._queues(specs)
         self.connections, self.max_connections = check_budget(
             specs,
-            {
-                name: len(load_schedules(spec.trigger))
-                for name, spec in specs.items()
-                if isinstance(spec.trigger, ScheduleTrigger)
-            },
             instance_type=config.db_instance_type,
             max_connections=config.db_max_connections,
         )

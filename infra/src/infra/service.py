@@ -1,5 +1,6 @@
 """One stack per service, built from its ``service.toml``: task definition, role, logs, the ECS
-service (or the schedules), its listener and target groups, scaling, deployment and alarms.
+service, its listener and target groups, scaling, deployment and alarms (and a scheduled
+service's schedules: :mod:`infra.schedules`).
 
 Why a stack per service rather than one services stack: a deploy, a failed update's rollback or
 a deletion touches one service only, each service's template stays far from CloudFormation's
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Size, Stack, TimeZone
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -24,21 +25,20 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as route53_targets
-from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_servicediscovery as servicediscovery
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from infra.checks import SSE_SQS, acknowledge_nag, acknowledge_wildcard, skip_checkov
+from infra.checks import acknowledge_nag, acknowledge_wildcard, skip_checkov
 from infra.config import EnvConfig
 from infra.platform import HTTPS_PORT, LoadBalancer, PlatformStack, _pascal
 from infra.registry import ECR_PUBLIC_PREFIX, repository_name
-from infra.schedules import load_schedules, run_command
+from infra.schedules import ScheduledJobs
 from servicekit.spec import (
     DeploymentStrategy,
+    EnvironmentNames,
     Exposure,
     HttpTrigger,
     QueueTrigger,
@@ -94,8 +94,6 @@ EXEC_AGENT_PATHS = {
 }
 REQUESTS_PER_TASK = "IF(FILL(tasks, 0) > 0, requests / FILL(tasks, 0), requests)"
 BACKLOG_PER_TASK = "IF(FILL(tasks, 0) > 0, FILL(visible, 0) / FILL(tasks, 0), FILL(visible, 0))"
-SCHEDULE_RETRIES = 3
-SCHEDULE_MAX_EVENT_AGE = Duration.minutes(15)
 # Where the image keeps the RDS CA bundle (the Dockerfile downloads it): every connection to
 # the database verifies the server's certificate and name against it.
 RDS_CA_BUNDLE = "/etc/ssl/certs/rds-global-bundle.pem"
@@ -145,14 +143,30 @@ class ServiceStack(Stack):
         self.task_definition = self._task_definition()
         self._parameters()
 
-        trigger = spec.trigger
-        if isinstance(trigger, ScheduleTrigger):
-            self._schedules(trigger)
-        else:
-            self.service = self._service()
-            self._below_desired_alarm()
-            if spec.scaling is not None:
-                self._scaling(spec.scaling)
+        self.service = self._service()
+        self._below_desired_alarm()
+        if spec.scaling is not None:
+            self._scaling(spec.scaling)
+        if isinstance(spec.trigger, ScheduleTrigger):
+            self.scheduled_jobs = ScheduledJobs(
+                self,
+                "Schedules",
+                names=EnvironmentNames(config.app, config.env),
+                service=spec.name,
+                trigger=spec.trigger,
+                stop_timeout=spec.task.stop_timeout,
+                role=self._role(
+                    "SchedulerRole", "scheduler", f"EventBridge Scheduler fires {spec.name}'s jobs"
+                ),
+                consumer=self.task_role,
+                log_group=self.log_group,
+                metric_namespace=f"{config.app}/{config.env}",
+                metric_name=f"{_pascal(spec.name)}RunFailures",
+                alarm=self._alarm,
+            )
+            app = self.task_definition.find_container(APP_CONTAINER)
+            assert app is not None
+            app.add_environment("FIRINGS_QUEUE_URL", self.scheduled_jobs.firings.queue_url)
 
     # -- identity and configuration ---------------------------------------------------------
 
@@ -464,7 +478,7 @@ class ServiceStack(Stack):
                 repository, tag=config.image_tag_or_digest(spec.name)
             ),
             essential=True,
-            # The spec's command is the one place it is written (scheduled runs override it).
+            # The spec's command is the one place it is written.
             command=list(spec.command),
             user=spec.task.user,
             readonly_root_filesystem=True,
@@ -1125,101 +1139,6 @@ class ServiceStack(Stack):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=3,
             datapoints_to_alarm=3,
-        )
-
-    # -- schedules --------------------------------------------------------------------------
-
-    def _schedules(self, trigger: ScheduleTrigger) -> None:
-        """One EventBridge Scheduler schedule per registry job, each starting one task."""
-        config, spec, platform = self.config, self.spec, self.platform
-        self.schedule_dlq = sqs.Queue(
-            self,
-            "SchedulesDlq",
-            queue_name=f"{config.prefix}-{spec.name}-schedules-dlq",
-            retention_period=Duration.days(14),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-        )
-        acknowledge_nag(self.schedule_dlq, "AwsSolutions-SQS3", "this queue is a dead-letter queue")
-        skip_checkov(self.schedule_dlq, "CKV_AWS_27", SSE_SQS)
-        role = self._role(
-            "SchedulerRole", "scheduler", f"EventBridge Scheduler starts {spec.name}'s tasks"
-        )
-        acknowledge_wildcard(
-            role,
-            self.format_arn(service="ecs", resource="task", resource_name=f"{config.prefix}/*"),
-            "EventBridge Scheduler tags the tasks it starts (ecs:TagResource): their ids are "
-            "not known before; limited to this cluster",
-        )
-        group = scheduler.ScheduleGroup(
-            self, "ScheduleGroup", schedule_group_name=f"{config.prefix}-{spec.name}"
-        )
-        self.jobs = load_schedules(trigger)
-        for job in self.jobs:
-            command = run_command(trigger, job.name)
-            target_props: dict[str, Any] = {
-                "task_definition": self.task_definition,
-                "security_groups": [self.security_group],
-                "vpc_subnets": platform.private_subnets,
-                "capacity_provider_strategies": self._capacity(),
-                "task_count": spec.task.desired_count,
-                "propagate_tags": True,
-                "input": scheduler.ScheduleTargetInput.from_object(
-                    {"containerOverrides": [{"name": APP_CONTAINER, "command": command}]}
-                ),
-                "dead_letter_queue": self.schedule_dlq,
-                "retry_attempts": SCHEDULE_RETRIES,
-                "max_event_age": SCHEDULE_MAX_EVENT_AGE,
-                "role": role,
-            }
-            target = (
-                scheduler_targets.EcsRunFargateTask(self.cluster, **target_props)
-                if spec.fargate
-                else scheduler_targets.EcsRunEc2Task(self.cluster, **target_props)
-            )
-            scheduler.Schedule(
-                self,
-                f"Job{_pascal(job.name.replace('.', '-'))}",
-                schedule_name=job.name,
-                schedule_group=group,
-                schedule=scheduler.ScheduleExpression.expression(
-                    job.expression, TimeZone.of(job.timezone)
-                ),
-                target=target,
-                description=(job.description or job.name)[:512],
-                time_window=scheduler.TimeWindow.off(),
-            )
-        self._alarm(
-            "schedules-dlq",
-            alarm_description=f"{spec.name}: a schedule could not start its task after retries",
-            metric=self.schedule_dlq.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(5), statistic="Maximum"
-            ),
-            threshold=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
-        )
-        # The runtime writes one EMF line per finished run, with its status as a property.
-        failures = logs.MetricFilter(
-            self,
-            "RunFailures",
-            log_group=self.log_group,
-            filter_pattern=logs.FilterPattern.all(
-                logs.FilterPattern.number_value("$.ScheduledRuns", "=", 1),
-                logs.FilterPattern.string_value("$.status", "!=", "succeeded"),
-            ),
-            metric_namespace=f"{config.app}/{config.env}",
-            metric_name=f"{_pascal(spec.name)}RunFailures",
-            metric_value="1",
-            default_value=0,
-        )
-        self._alarm(
-            "run-failures",
-            alarm_description=f"a {spec.name} job run failed, timed out or was interrupted",
-            metric=failures.metric(statistic="Sum", period=Duration.minutes(5)),
-            threshold=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=1,
         )
 
 

@@ -1,7 +1,9 @@
 """Registries for the scheduler's process tests, picked with SCHEDULER_REGISTRY.
 
 ``serving`` fires every second (EventBridge's finest rate is a minute, too slow for a test), so it
-allows second rates and refuses to export. Every job writes to the test's ``ticks`` table.
+allows second rates and refuses to export. ``dying`` has one job that never returns and a short
+timeout, so a run whose process is killed is told from a live one in seconds. Every job writes
+to the test's ``ticks`` table.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from servicekit.scheduling import JobContext, JobRegistry
 
 serving: JobRegistry[Resources] = JobRegistry(allow_second_rates=True)
 registry: JobRegistry[Resources] = JobRegistry()
+dying: JobRegistry[Resources] = JobRegistry()
 
 
 def _tick(context: JobContext[Resources]) -> None:
@@ -40,3 +43,10 @@ def slow(context: JobContext[Resources]) -> None:
     while True:
         context.check()
         context.wait(0.05)
+
+
+@dying.job("hang", schedule="rate(1 minute)", timeout=5)
+def hang(context: JobContext[Resources]) -> None:
+    """Ticks, then waits past its timeout (its process is killed before it is abandoned)."""
+    _tick(context)
+    context.wait(600)

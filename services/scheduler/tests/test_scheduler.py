@@ -24,9 +24,10 @@ import pytest
 from jobs import repository
 from servicekit import aws
 from servicekit.cron import parse
-from servicekit.scheduling import InvalidJob
+from servicekit.scheduling import InvalidJob, send_firing
 from servicekit.testing import Database, MotoServer, answers_ok, wait_until
 from servicekit.testing.moto import free_port
+from servicekit.testing.sqs import create_queue, queue_counts
 
 TESTS = Path(__file__).resolve().parent
 SECRET_ID = "suite/test/db"
@@ -57,6 +58,7 @@ class Scheduler:
 class Env:
     database: Database
     queue_url: str
+    firings_url: str
     environ: dict[str, str]
     tmp: Path
     started: list[Scheduler]
@@ -90,17 +92,20 @@ def env(aws_env: MotoServer, migrated_db: Database, tmp_path: Path) -> Iterator[
         Name=SECRET_ID, SecretString=json.dumps(migrated_db.rds_secret())
     )
     queue_url = aws.client("sqs").create_queue(QueueName="jobs")["QueueUrl"]
+    # Longer than the test registry's slowest run takes to report (60 s + 20 s + 30 s).
+    firings_url, _ = create_queue("firings", visibility=120)
     environ = os.environ | {
         "APP_NAME": "suite",
         "APP_ENV": "test",
         "SERVICE_NAME": "scheduler",
         "DB_SECRET": SECRET_ID,
         "QUEUE_URL": queue_url,
+        "FIRINGS_QUEUE_URL": firings_url,
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "SCHEDULER_REGISTRY": "scheduler_test_jobs:registry",
         **migrated_db.verify_full_env(),
     }
-    scheduler_env = Env(migrated_db, queue_url, environ, tmp_path, [])
+    scheduler_env = Env(migrated_db, queue_url, firings_url, environ, tmp_path, [])
     scheduler_env.query("CREATE TABLE ticks (job text, slot timestamptz, pid integer)")
     yield scheduler_env
     for scheduler in scheduler_env.started:
@@ -121,9 +126,15 @@ def runs(env: Env, job: str) -> list[tuple[Any, ...]]:
 
 
 def test_two_serve_processes_run_each_slot_once(env: Env) -> None:
+    # An overlapping deployment, locally: both clocks send every slot's firing to the queue.
     ports = [free_port(), free_port()]
     schedulers = [
-        env.start("serve", SCHEDULER_REGISTRY="scheduler_test_jobs:serving", HEALTH_PORT=str(port))
+        env.start(
+            "serve",
+            SCHEDULER_REGISTRY="scheduler_test_jobs:serving",
+            HEALTH_PORT=str(port),
+            LOCAL_CLOCK="true",
+        )
         for port in ports
     ]
     for port, scheduler in zip(ports, schedulers, strict=True):
@@ -151,10 +162,63 @@ def test_two_serve_processes_run_each_slot_once(env: Env) -> None:
     assert all("stopped" in scheduler.messages() for scheduler in schedulers)
 
 
+def test_firings_run_their_slot_once_on_the_service(env: Env) -> None:
+    # As in AWS: no clock of its own; EventBridge Scheduler (here: the test) sends the firings.
+    port = free_port()
+    scheduler = env.start("serve", HEALTH_PORT=str(port))
+    wait_until(partial(healthy, port, scheduler), 45, "serving")
+    send_firing(env.firings_url, "tick", datetime(2026, 3, 6, 10, tzinfo=UTC))
+    # A duplicate delivery, a few seconds late: the same slot.
+    send_firing(env.firings_url, "tick", datetime(2026, 3, 6, 10, 0, 40, tzinfo=UTC))
+    send_firing(env.firings_url, "boom", datetime(2026, 3, 6, 10, tzinfo=UTC))
+    wait_until(lambda: queue_counts(env.firings_url) == (0, 0), 45, "the firings handled")
+    scheduler.process.send_signal(signal.SIGTERM)
+    assert scheduler.wait() == 0
+
+    assert env.query("SELECT count(*) FROM ticks") == [(1,)]
+    assert runs(env, "tick") == [(datetime(2026, 3, 6, 10, tzinfo=UTC), "succeeded", None)]
+    assert runs(env, "boom")[0][1:] == ("failed", "RuntimeError: boom on purpose")
+    assert SKIPPED in scheduler.messages()
+    failed = [line for line in scheduler.lines() if "ScheduledRuns" in line]
+    assert sorted((line["job"], line["status"]) for line in failed) == [
+        ("boom", "failed"),
+        ("tick", "succeeded"),
+    ]
+
+
+def test_a_run_whose_process_is_killed_is_recorded_failed_by_the_next_task(env: Env) -> None:
+    # hang: timeout 5 s; with a 1 s stop grace and margin a live run reports within 7 s.
+    dying = {
+        "SCHEDULER_REGISTRY": "scheduler_test_jobs:dying",
+        "STOP_GRACE": "1",
+        "REPORT_MARGIN": "1",
+    }
+    firings_url, dlq_url = create_queue("firings-dying", visibility=8)
+    first = env.start("serve", FIRINGS_QUEUE_URL=firings_url, HEALTH_PORT="0", **dying)
+    send_firing(firings_url, "hang", datetime(2026, 3, 6, 10, tzinfo=UTC))
+    wait_until(lambda: env.query("SELECT 1 FROM ticks"), 45, "the run started")
+    first.process.kill()  # SIGKILL: nothing is recorded, the firing is not deleted
+    first.wait()
+    assert runs(env, "hang") == [(datetime(2026, 3, 6, 10, tzinfo=UTC), "running", None)]
+
+    # The replacement task gets the firing again once its visibility timeout lapses.
+    second = env.start("serve", FIRINGS_QUEUE_URL=firings_url, HEALTH_PORT="0", **dying)
+    wait_until(lambda: runs(env, "hang")[0][1] != "running", 60, "the dead run recorded")
+    [(_, status, error)] = runs(env, "hang")
+    assert status == "failed"
+    assert error.startswith("died: no report within 7 s of its start")
+    wait_until(lambda: queue_counts(firings_url) == (0, 0), 30, "the firing deleted")
+    assert queue_counts(dlq_url) == (0, 0)
+    # The EMF document the run-failures alarm counts, from the task that found it dead.
+    [metric] = [line for line in second.lines() if "ScheduledRuns" in line]
+    assert (metric["job"], metric["status"]) == ("hang", "failed")
+    assert env.query("SELECT count(*) FROM ticks") == [(1,)]  # not run again
+
+
 def test_run_twice_for_one_slot_runs_once(env: Env) -> None:
-    # EventBridge passes its scheduled time; a retry passes the same one.
+    # By hand (`scheduler run` in a task): any instant of the slot names it.
     first_code, first = env.run("run", "tick", "--slot", SLOT)
-    second_code, second = env.run("run", "tick", SCHEDULED_TIME="2026-03-06T10:00:40Z")
+    second_code, second = env.run("run", "tick", "--slot", "2026-03-06T10:00:40Z")
 
     assert (first_code, second_code) == (0, 0)
     assert "finished: succeeded" in " ".join(first.messages())
@@ -249,7 +313,7 @@ def test_requeue_stuck_and_purge_finished(env: Env) -> None:
     env.query("UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = %s", done)
     default = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry"}
 
-    # Without --slot or SCHEDULED_TIME the slot is the current one.
+    # Without --slot the slot is the current one.
     before = datetime.now(UTC)
     assert env.run("run", "requeue-stuck", **default)[0] == 0
     assert env.run("run", "purge-finished", "--slot", SLOT, **default)[0] == 0
@@ -368,20 +432,7 @@ def test_schedules_export_for_the_infrastructure(env: Env) -> None:
     ]
     for schedule in schedules:
         parse(schedule["expression"])
-        assert schedule["command"] == [
-            "run",
-            schedule["name"],
-            "--slot",
-            "<aws.scheduler.scheduled-time>",
-        ]
-        assert set(schedule) == {
-            "name",
-            "expression",
-            "timezone",
-            "timeout_seconds",
-            "description",
-            "command",
-        }
+        assert set(schedule) == {"name", "expression", "timezone", "timeout_seconds", "description"}
     assert exported.stderr == ""
 
 

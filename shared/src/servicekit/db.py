@@ -288,6 +288,15 @@ class Database:
         with self.connection(timeout) as conn:
             conn.execute("SELECT 1")
 
+    def answers(self) -> bool:
+        """:meth:`check` as a yes/no: a consumer's ``ready`` gate (take messages only while
+        the database can record their outcome)."""
+        try:
+            self.check()
+        except DependencyUnavailable:
+            return False
+        return True
+
     def _timeout_reason(self, waited: float) -> str:
         reason = f"no connection within {waited:g} s"
         cause = self._login.last_error

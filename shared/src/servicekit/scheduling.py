@@ -1,25 +1,35 @@
-"""The job-scheduling runtime: one registry of jobs, two ways to run them, one run per slot.
+"""The job-scheduling runtime: one registry of jobs, one way to run them, one run per slot.
 
 A service declares its jobs in a :class:`JobRegistry` (name, EventBridge ``cron()``/``rate()``
 schedule, timezone, timeout, function); a bad schedule raises :class:`InvalidJob` naming the job
 when the module declaring it is imported. The registry is the single source of truth:
 :meth:`JobRegistry.export` is what the infrastructure turns into EventBridge Scheduler schedules.
 
-Two modes over the same registry:
+Every run starts from a *firing*, a :class:`Firing` message ``{"job", "slot"}`` on the service's
+firings queue, consumed by :func:`serve` through :class:`servicekit.consumer.Consumer`:
 
-- :meth:`Runner.run` (``run JOB``): one run, what an EventBridge schedule starts as an ECS task.
-  The slot is the schedule's latest fire time at or before the instant given (the schedule passes
-  ``<aws.scheduler.scheduled-time>``) or now; an instant between fire times is moved back to the
-  slot it falls in, so a trigger a few seconds late, a retried trigger and ``serve`` all name a
-  run the same way. rate() slots are counted from the Unix epoch (UTC).
-- :func:`serve`: APScheduler 3 fires every job in this process (local compose, or one always-on
-  task), with a ``/health`` endpoint.
+- in AWS, one EventBridge Scheduler schedule per job sends it (``slot`` is
+  ``<aws.scheduler.scheduled-time>``), with Scheduler's retries and dead-letter queue;
+- locally, ``serve(..., clock=True)`` runs APScheduler 3 in the process, and each fire time sends
+  the same message to the same queue;
+- ``suite run JOB`` sends one by hand.
+
+The slot is the schedule's latest fire time at or before the firing's ``slot``, so a trigger a
+few seconds late, a retried or duplicated firing and the local clock all name a run the same way.
+rate() slots are counted from the Unix epoch (UTC). :meth:`Runner.run` runs one slot in the
+calling process (``scheduler run JOB``, an operator's manual run).
 
 Either way a run first inserts ``(job, slot)`` into ``schedule_runs`` (unique): whoever inserts
 runs it, everyone else logs ``skipped: slot already run``. So two schedulers, an overlapping
-deployment or a retried trigger never run a job twice for one slot. The price is at most once:
-a run whose process is killed outright stays ``running`` in the history and its slot is not run
-again; the next slot runs as usual.
+deployment or a duplicated firing never run a job twice for one slot.
+
+A run whose process dies outright (SIGKILL, lost host) stays ``running``, and its firing is not
+deleted: it comes back when its visibility timeout lapses. The next attempt finds the slot's run
+still ``running`` after longer than any live run can take (the job's timeout, the stop grace and
+``report_margin``: a live runner records every run by then) and records it ``failed`` with
+``died`` in the error, writing the failure metric a live failure writes. Hence the firings
+queue's visibility timeout must exceed that (:meth:`Runner.check_visibility_timeout`): an earlier
+redelivery could not tell a dead run from a live one and would skip it.
 
 Stopping. A job gets a :class:`JobContext`; at its timeout, or when the process is asked to stop
 (SIGTERM through :class:`servicekit.lifecycle.Lifecycle`), the context is cancelled and the job
@@ -27,20 +37,21 @@ has ``stop_grace`` seconds to return (it polls :meth:`JobContext.check` between 
 A job that finishes within the grace after SIGTERM counts as succeeded; one that raises
 :class:`JobCancelled` is ``interrupted``; after a timeout the run is ``timed_out``. One that is
 still running after the grace is abandoned and recorded as timed out or interrupted: every run
-that started is recorded. (Python cannot kill a thread: ``run`` exits and takes it along; in
-``serve`` it runs on unobserved, so jobs should check their context.)
+that started is recorded. (Python cannot kill a thread: it runs on unobserved, so jobs should
+check their context.) A firing received while stopping is handed back to the queue unclaimed.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import os
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,18 +61,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.rows import tuple_row
+from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
+from servicekit import aws
 from servicekit.cron import Schedule, ScheduleError, parse
+from servicekit.errors import ConfigurationError, DependencyUnavailable
 from servicekit.health import HealthRegistry, HealthServer
 from servicekit.logging import log_context, redact
 
 if TYPE_CHECKING:
     import psycopg
 
+    from servicekit.consumer import Consumer, Delivery
     from servicekit.metrics import Metrics
 
 __all__ = [
+    "FIRINGS_MARGIN",
+    "Firing",
+    "FiringsQueue",
     "InvalidJob",
     "JobCancelled",
     "JobContext",
@@ -72,6 +91,7 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "Runner",
+    "send_firing",
     "serve",
 ]
 
@@ -84,6 +104,8 @@ _JOB_NAME = re.compile(r"[0-9A-Za-z_.-]{1,64}")
 _MAX_ERROR = 2000
 # How often a waiting run looks at its stop event; a stop is noticed at most this late.
 _POLL_SECONDS = 0.2
+FIRINGS_MARGIN = 60
+FIRINGS_MAX_RECEIVES = 5
 
 
 class InvalidJob(ValueError):
@@ -239,6 +261,52 @@ class JobRegistry(Generic[D]):
         return [job.export() for job in sorted(self, key=lambda job: job.name)]
 
 
+class Firing(BaseModel):
+    """One firing of a job's schedule: the firings queue's message body.
+
+    ``slot`` is the fire time (EventBridge Scheduler's ``<aws.scheduler.scheduled-time>``); the
+    run is for the slot it falls in. :meth:`Runner.firing_model` refuses a job the registry
+    lacks, so such a message is poison (dead-lettered at once, the reason attached).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job: str
+    slot: AwareDatetime
+
+    @classmethod
+    def of(cls, job: str, slot: datetime) -> Firing:
+        return cls(job=job, slot=slot.astimezone(UTC))
+
+
+@dataclass(frozen=True)
+class FiringsQueue:
+    """The firings queue's figures, for the infra and compose alike.
+
+    ``visibility_timeout``: the longest job's timeout plus the stop timeout plus
+    :data:`FIRINGS_MARGIN`. A live run has recorded its end within its timeout, the stop grace
+    and the report margin (each within those figures), so a firing redelivered later finds a
+    run still ``running`` dead, never live (:meth:`Runner.check_visibility_timeout` refuses a
+    shorter one). ``max_receive_count``: a firing is received once; once more after its process
+    died, and again for each stop that hands it back: more is something to look at (its DLQ).
+    """
+
+    visibility_timeout: int
+    max_receive_count: int = FIRINGS_MAX_RECEIVES
+
+    @classmethod
+    def for_jobs(cls, timeouts: Iterable[float], stop_timeout: float) -> FiringsQueue:
+        return cls(math.ceil(max(timeouts, default=0.0) + stop_timeout + FIRINGS_MARGIN))
+
+
+def send_firing(queue_url: str, job: str, slot: datetime) -> str:
+    """Send ``job``'s firing for ``slot`` to the firings queue; its message id."""
+    sent = aws.client("sqs").send_message(
+        QueueUrl=queue_url, MessageBody=Firing.of(job, slot).model_dump_json()
+    )
+    return sent["MessageId"]
+
+
 class RunStatus(StrEnum):
     """A run's state in ``schedule_runs``."""
 
@@ -300,6 +368,26 @@ class RunStore:
             ).fetchone()
         return None if row is None else int(row[0])
 
+    def fail_dead(
+        self, job: str, slot: datetime, older_than: timedelta, error: str
+    ) -> RunRecord | None:
+        """Record the slot's run ``failed`` if it is still ``running`` after ``older_than``.
+
+        Its process died before reporting: a live runner records every run within that time.
+        The run as it was found (still ``running``), or None when it is not such a run.
+        """
+        with self.database.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            row = cursor.execute(
+                "UPDATE schedule_runs SET status = %s, error = %s, finished_at = now()"
+                " WHERE job = %s AND slot = %s AND status = %s AND started_at < now() - %s"
+                " RETURNING id, job, slot, started_at, host",
+                (RunStatus.FAILED.value, error, job, slot, RunStatus.RUNNING.value, older_than),
+            ).fetchone()
+        if row is None:
+            return None
+        run_id, job, slot, started_at, host = row
+        return RunRecord(run_id, job, slot, RunStatus.RUNNING, started_at, None, None, host)
+
     def finish(self, run_id: int, status: RunStatus, error: str | None) -> None:
         with self.database.connection() as conn:
             conn.execute(
@@ -338,7 +426,9 @@ class Runner(Generic[D]):
     """Runs registry jobs one slot at a time, recording each run in a :class:`RunStore`.
 
     ``stop`` is the process's stop event (``Lifecycle.stop_event``); ``deps`` is handed to every
-    job as ``context.deps`` (database, settings, clients).
+    job as ``context.deps`` (database, settings, clients). ``report_margin``: seconds past a
+    job's timeout and the stop grace within which a live runner has recorded its run (the
+    database write); a run still ``running`` later than that has died.
     """
 
     def __init__(
@@ -351,6 +441,7 @@ class Runner(Generic[D]):
         stop_grace: float = 20.0,
         host: str | None = None,
         metrics: Metrics | None = None,
+        report_margin: float = 30.0,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -359,20 +450,67 @@ class Runner(Generic[D]):
         self.stop_grace = stop_grace
         self.host = host or f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = metrics
+        self.report_margin = report_margin
+
+    def reported_within(self, job: JobDefinition[D]) -> timedelta:
+        """How long after its start a live runner has recorded a run of ``job``."""
+        return timedelta(seconds=job.timeout + self.stop_grace + self.report_margin)
+
+    def check_visibility_timeout(self, seconds: int) -> None:
+        """Refuse a firings queue that would redeliver a firing while its run may still live.
+
+        A redelivered firing whose run is still ``running`` is taken for a dead run only once
+        the run is older than :meth:`reported_within`; redelivered earlier, it would be skipped
+        and a run that died would never be reported.
+        """
+        longest = max(self.reported_within(job).total_seconds() for job in self.registry)
+        if seconds < longest:
+            raise ConfigurationError(
+                f"the firings queue's visibility timeout ({seconds} s) is shorter than the "
+                f"longest a run takes to report ({longest:g} s: a job's timeout + stop grace + "
+                "report margin): a run whose process died would go unreported"
+            )
+
+    def firing_model(self) -> type[Firing]:
+        """:class:`Firing` restricted to this registry's jobs and their schedules' range."""
+        registry = self.registry
+
+        class RegisteredFiring(Firing):
+            @model_validator(mode="after")
+            def _registered(self) -> RegisteredFiring:
+                try:
+                    registry.get(self.job).slot_at(self.slot)
+                except KeyError as error:
+                    raise ValueError(error.args[0]) from None
+                return self
+
+        return RegisteredFiring
+
+    def handle(self, delivery: Delivery[Firing]) -> None:
+        """The firings consumer's handler: run the firing's slot once, then the message goes.
+
+        A run that fails is recorded (history, metric): the firing is done with either way,
+        since its slot is taken. One not started (the process is stopping, the database is
+        down) raises :class:`DependencyUnavailable`: the firing goes back to the queue.
+        """
+        with log_context(receive_count=delivery.receive_count):
+            self.run(delivery.body.job, at=delivery.body.slot)
 
     def run(self, name: str, at: datetime | None = None) -> Outcome:
-        """Run ``name`` for the slot ``at`` falls in (default: now), unless it already ran."""
+        """Run ``name`` for the slot ``at`` falls in (default: now), unless it already ran.
+
+        Raises :class:`DependencyUnavailable` without claiming the slot when the process is
+        stopping, so another firing (or process) may still run it.
+        """
         job = self.registry.get(name)
         slot = job.slot_at(at or datetime.now(UTC))
         with log_context(job=name, slot=slot.isoformat()):
             if self.stop.is_set():
-                # Not claimed: a later trigger for this slot may still run it.
                 logger.warning("not started: the process is stopping")
-                return Outcome.INTERRUPTED
+                raise DependencyUnavailable("scheduler", "the process is stopping")
             run_id = self.store.claim(name, slot, self.host)
             if run_id is None:
-                logger.info("skipped: slot already run")
-                return Outcome.SKIPPED
+                return self._taken(job, slot)
             logger.info("started")
             started = time.monotonic()
             status, error = self._execute(job, JobContext(name, slot, self.deps, job.timeout))
@@ -382,23 +520,49 @@ class Runner(Generic[D]):
             except Exception:
                 # The job's work is done (or not) whatever the history says: report its outcome.
                 logger.exception("the run's end (%s) could not be recorded", status.value)
-            level = logging.INFO if status is RunStatus.SUCCEEDED else logging.ERROR
-            logger.log(
-                level,
-                "finished: %s in %.3f s%s",
-                status.value,
-                seconds,
-                f" ({error})" if error else "",
-                extra={"run_id": run_id, "status": status.value, "duration": seconds},
-            )
-            if self.metrics is not None:
-                self.metrics.emit(
-                    {"ScheduledRuns": 1, "ScheduledRunDuration": seconds},
-                    {"ScheduledRuns": "Count", "ScheduledRunDuration": "Seconds"},
-                    job=name,
-                    status=status.value,
-                )
+            self._report(name, run_id, status, seconds, error)
             return Outcome(status.value)
+
+    def _taken(self, job: JobDefinition[D], slot: datetime) -> Outcome:
+        """The slot has a run already: skipped, unless that run died before reporting."""
+        reported_within = self.reported_within(job)
+        dead = self.store.fail_dead(
+            job.name,
+            slot,
+            reported_within,
+            f"died: no report within {reported_within.total_seconds():g} s of its start "
+            "(timeout + stop grace + report margin); its process was killed or lost",
+        )
+        if dead is None:
+            logger.info("skipped: slot already run")
+            return Outcome.SKIPPED
+        logger.info("the run of %s started at %s never reported", dead.host, dead.started_at)
+        seconds = (datetime.now(UTC) - dead.started_at).total_seconds()
+        self._report(
+            job.name, dead.id, RunStatus.FAILED, seconds, "its process died before reporting"
+        )
+        return Outcome.FAILED
+
+    def _report(
+        self, name: str, run_id: int, status: RunStatus, seconds: float, error: str | None
+    ) -> None:
+        """The run's end: a log line, and the EMF document the run-failures alarm counts."""
+        level = logging.INFO if status is RunStatus.SUCCEEDED else logging.ERROR
+        logger.log(
+            level,
+            "finished: %s in %.3f s%s",
+            status.value,
+            seconds,
+            f" ({error})" if error else "",
+            extra={"run_id": run_id, "status": status.value, "duration": seconds},
+        )
+        if self.metrics is not None:
+            self.metrics.emit(
+                {"ScheduledRuns": 1, "ScheduledRunDuration": seconds},
+                {"ScheduledRuns": "Count", "ScheduledRunDuration": "Seconds"},
+                job=name,
+                status=status.value,
+            )
 
     def _execute(
         self, job: JobDefinition[D], context: JobContext[D]
@@ -449,69 +613,92 @@ class Runner(Generic[D]):
 
 def serve(
     runner: Runner[D],
+    firings: Consumer[Firing],
     *,
     health: HealthRegistry,
     health_port: int | None = 8081,
+    clock: bool = False,
     misfire_grace_time: float = 60.0,
     coalesce: bool = True,
 ) -> None:
-    """Fire every job of the runner's registry in this process until ``runner.stop`` is set.
+    """Run every firing of the firings queue (``firings``, whose handler is
+    :meth:`Runner.handle`) until ``runner.stop`` is set.
+
+    ``clock``: also fire every job of the registry from this process (APScheduler 3), each
+    fire time sending its :class:`Firing` to the same queue; where EventBridge Scheduler is
+    the clock (AWS) it is off.
 
     - ``coalesce=True``: after a pause longer than a job's period (a suspended laptop, a
-      stalled host) the missed fire times collapse into one run, for the latest slot.
+      stalled host) the missed fire times collapse into one firing, for the latest slot.
     - ``misfire_grace_time``: a fire time later than this many seconds is dropped (logged by
-      APScheduler) rather than run late; the next fire time runs as usual.
-    - ``max_instances=1``: a job still running when its next fire time comes is not started
-      twice in this process (APScheduler logs the skip); other processes are held off by
-      the slot lock.
+      APScheduler) rather than sent late; the next fire time fires as usual.
 
-    On ``health_port`` (None: no server), ``/health`` answers ``health``'s liveness, to which a
-    ``scheduler`` check is added, and ``/ready`` its readiness.
-    On stop: no new runs, running ones get ``stop_grace`` to end and are recorded.
+    On ``health_port`` (None: no server), ``/health`` answers ``health``'s liveness, to which
+    the consumer's receive loop (and the clock) are added, and ``/ready`` its readiness.
+    On stop: no new firings are taken, running ones get ``stop_grace`` to end and are recorded.
     """
-    scheduler = BackgroundScheduler(
-        timezone=UTC,
-        executors={"default": ThreadPoolExecutor(max_workers=max(1, len(runner.registry)))},
-        job_defaults={
-            "coalesce": coalesce,
-            "misfire_grace_time": misfire_grace_time,
-            "max_instances": 1,
-        },
-    )
-    for job in runner.registry:
-        scheduler.add_job(
-            _run_logged, trigger=job.trigger(), args=(runner, job.name), id=job.name, name=job.name
-        )
+    firings.load_queue_attributes()
+    runner.check_visibility_timeout(firings.visibility_timeout)
+    health.add_liveness("firings", firings.check_liveness)
+    scheduler = _clock(runner, firings.queue_url, misfire_grace_time, coalesce) if clock else None
+    if scheduler is not None:
 
-    def scheduler_alive() -> None:
-        if not scheduler.running:
-            raise RuntimeError("the scheduler is not running")
+        def clock_alive() -> None:
+            if not scheduler.running:
+                raise RuntimeError("the clock is not running")
 
-    health.add_liveness("scheduler", scheduler_alive)
-    # Each run logs its own start and end with the job and slot: APScheduler's per-run lines
-    # ("Running job", "executed successfully") would double every one of them.
-    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-    scheduler.start()
+        health.add_liveness("clock", clock_alive)
+        scheduler.start()
     server = HealthServer(health, health_port) if health_port is not None else None
     logger.info(
-        "serving %d job(s): %s",
+        "running %d job(s)%s: %s",
         len(runner.registry),
+        " on this process's clock" if clock else "",
         ", ".join(f"{job.name} {job.schedule.expression}" for job in runner.registry),
     )
     try:
-        runner.stop.wait()
-        logger.info("stopping: waiting for running jobs")
-        # Running jobs see the stop event themselves and end within stop_grace.
-        scheduler.shutdown(wait=True)
+        firings.run(runner.stop)
     finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
         if server is not None:
             server.close()
     logger.info("stopped")
 
 
-def _run_logged(runner: Runner[Any], name: str) -> None:
+def _clock(
+    runner: Runner[Any], queue_url: str, misfire_grace_time: float, coalesce: bool
+) -> BackgroundScheduler:
+    """APScheduler firing every job of the registry into the firings queue."""
+    scheduler = BackgroundScheduler(
+        timezone=UTC,
+        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        job_defaults={"coalesce": coalesce, "misfire_grace_time": misfire_grace_time},
+    )
+    for job in runner.registry:
+        scheduler.add_job(
+            _fire,
+            trigger=job.trigger(),
+            args=(queue_url, job),
+            id=job.name,
+            name=job.name,
+        )
+    # Each firing logs its own line: APScheduler's per-call lines would double every one.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    return scheduler
+
+
+def _fire(queue_url: str, job: JobDefinition[Any]) -> None:
+    slot = job.slot_at(datetime.now(UTC))
     try:
-        runner.run(name)
-    except Exception:
-        # APScheduler would log it too, but without the job and slot context.
-        logger.exception("run of %s could not be started or recorded", name)
+        send_firing(queue_url, job.name, slot)
+    except (ClientError, BotoCoreError) as error:
+        # botocore retried already; the next fire time sends the next slot, this one is lost.
+        logger.error(
+            "firing of %s for %s not sent: %s",
+            job.name,
+            slot.isoformat(),
+            aws.describe_error(error, service="sqs", resource=queue_url),
+        )
+        return
+    logger.debug("fired %s for %s", job.name, slot.isoformat())

@@ -109,16 +109,11 @@ class QueueTrigger(_Strict):
 
 
 class ScheduleTrigger(_Strict):
+    """An always-on service running its registry's jobs: each schedule's firing
+    ({job, slot}) reaches it through its firings queue (``FIRINGS_QUEUE_URL``)."""
+
     kind: Literal["schedule"]
     registry: Annotated[str, Field(description="module:attribute of the job registry")]
-    run_command: Annotated[
-        list[str],
-        Field(
-            min_length=1,
-            description="what each schedule's task runs: {job} is the job's name, "
-            "<aws.scheduler.scheduled-time> EventBridge Scheduler's fire time",
-        ),
-    ] = ["scheduler", "run", "{job}", "--slot", "<aws.scheduler.scheduled-time>"]
 
 
 Trigger = Annotated[HttpTrigger | QueueTrigger | ScheduleTrigger, Field(discriminator="kind")]
@@ -417,8 +412,6 @@ class ServiceSpec(_Strict):
         blue_green = self.deployment.strategy is DeploymentStrategy.BLUE_GREEN
         if blue_green and self.exposure is Exposure.NONE:
             raise ValueError("deployment.strategy blue_green needs a load balancer (exposure)")
-        if self.trigger.kind == "schedule" and self.deployment != DeploymentSpec():
-            raise ValueError("a scheduled service has no ECS service: drop [deployment]")
         return self
 
     @property
@@ -498,3 +491,11 @@ class EnvironmentNames:
 
     def dead_letter_queue(self, name: str) -> str:
         return f"{self.queue(name)}-dlq"
+
+    def firings_queue(self, service: str) -> str:
+        """A scheduled service's queue of its schedules' firings; ``+ "-dlq"`` is its DLQ."""
+        return self.queue(f"{service}-firings")
+
+    def schedules_dead_letter_queue(self, service: str) -> str:
+        """Where EventBridge Scheduler puts a firing it could not deliver after its retries."""
+        return self.queue(f"{service}-schedules-dlq")

@@ -398,11 +398,11 @@ def _run_job(args: argparse.Namespace) -> int:
     _output(
         args,
         run.as_dict(),
-        [f"{run.job} {run.task} {run.status} {exit_code} {run.stopped_reason or ''}".rstrip()],
+        [f"{run.job} {run.message_id} {run.slot_text} {run.status} {exit_code}"],
     )
     if not args.wait:
         return 0
-    # The container's own exit code; a task that stopped without one (never started) is 1.
+    # 0: succeeded, or the slot had run already; 1: the run failed, timed out or died.
     return run.exit_code if run.exit_code is not None else 1
 
 
@@ -410,14 +410,15 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         "run",
         help="run a scheduler job now, the way its schedule runs it",
-        description="Start JOB's task from its EventBridge Scheduler schedule's own target "
-        "(task definition, capacity, network, command) with the slot set to now. --wait "
-        "follows the task until it stops and exits with its container's exit code.",
+        description="Send JOB's firing ({job, slot}) to the queue its EventBridge Scheduler "
+        "schedule sends to, with the slot set to now: the scheduler service runs it as a "
+        "scheduled run (slot lock, history, metrics). --wait follows the scheduler's logs for "
+        "the run's outcome and exits 0 when it succeeded (or the slot had run already), else 1.",
     )
     parser.add_argument("job", metavar="JOB")
     _environment(parser)
-    parser.add_argument("--wait", action="store_true", help="wait for the task to stop")
-    _following(parser, what="the task", poll=5.0)
+    parser.add_argument("--wait", action="store_true", help="wait for the run's outcome")
+    _following(parser, what="the run", poll=5.0)
     _json(parser, "the run")
     parser.set_defaults(run=_run_job)
 

@@ -5,7 +5,7 @@ desired count and the maximum, spread over its capacity providers as ECS spreads
 provider's ``base`` first, the rest by ``weight``). Fargate bills vCPU-hours and GB-hours; a
 task on the cluster's EC2 capacity is charged the share of an instance it fills (the larger of
 its CPU and memory share of the infra's first instance type; no packing waste, no agent
-reserve). A scheduled service runs only while a job runs: it is priced per task-hour.
+reserve). A scheduled service is one always-on task like any other.
 
 Prices come from ``data/prices.json`` (dated, with its source), or with ``--live`` from the
 AWS Price List API (``pricing:GetProducts``) when it answers; the table is the fallback.
@@ -158,8 +158,6 @@ def spread(count: float, capacity: tuple[CapacityProviderItem, ...]) -> dict[str
 
 
 def _counts(spec: ServiceSpec) -> dict[str, int]:
-    if spec.trigger.kind == "schedule":
-        return {"min": 0, "desired": 0, "max": 0}
     if spec.scaling is None:
         count = spec.task.desired_count
         return {"min": count, "desired": count, "max": count}
@@ -239,13 +237,6 @@ def render(document: Mapping[str, Any]) -> list[str]:
             for c in item["capacity"]
         )
         task = f"{item['vcpu']:g} vCPU {item['memoryGib']:g} GiB"
-        if not any(counts.values()):
-            hourly = item["perTaskHour"][item["capacity"][0]["provider"]]
-            lines.append(
-                f"{name:<12} {task:<18} {'scheduled runs':<22} {capacity:<34} "
-                f"${hourly:.4f} per task-hour of runs"
-            )
-            continue
         span = f"{counts['min']}/{counts['desired']}/{counts['max']}"
         lines.append(
             f"{name:<12} {task:<18} {span:<22} {capacity:<34} "

@@ -1,14 +1,15 @@
-"""``suite run JOB``: one run of a scheduler job now, started the way its schedule starts it.
+"""``suite run JOB``: one run of a scheduler job now, sent the way its schedule sends it.
 
-Today each job is an EventBridge Scheduler schedule whose target is ECS RunTask of the
-scheduler's task definition with ``scheduler run JOB --slot <aws.scheduler.scheduled-time>``.
-The run is started from the schedule's own target (cluster, task definition, capacity provider
-strategy, network, overrides), so it runs exactly where and how a scheduled run does, with the
-slot set to now. :func:`trigger` is the one place that knows this: when the scheduler becomes
-an always-on service fed by a queue, it sends the queue's message instead.
+Each job is an EventBridge Scheduler schedule whose target sends the firing
+``{"job": NAME, "slot": <aws.scheduler.scheduled-time>}`` to the scheduler's firings queue, which
+the scheduler service consumes. ``suite run`` reads the schedule (its target queue and input) and
+sends that same message with the slot set to now, so the run takes the path a scheduled one does:
+same queue, same consumer, same slot lock, same history and metrics.
 
-A slot already run (the schedule fired this minute) is the scheduler's lock doing its job: the
-run exits 0 and its log says ``skipped: slot already run``.
+``--wait`` follows the scheduler's log group for the run's last line, which names the job and
+the run's slot (the schedule's latest fire time at or before now): ``finished: STATUS`` (exit 0
+when succeeded, else 1) or ``skipped: slot already run`` (exit 0: the schedule ran this slot
+already; the lock doing its job).
 """
 
 from __future__ import annotations
@@ -21,35 +22,43 @@ from datetime import UTC, datetime
 from typing import Any
 
 from servicekit import aws
+from servicekit.cron import parse
+from servicekit.scheduling import Firing
 from servicekit.spec import ScheduleTrigger
 from suite_tools.deployed import Deployed, call, error_code, pages
 from suite_tools.errors import CommandError
+from suite_tools.logs import LogQuery, filtered
 
-__all__ = ["SLOT_PLACEHOLDER", "JobRun", "run_job", "scheduler_service", "trigger"]
+__all__ = ["JobRun", "run_job", "scheduler_service", "trigger"]
 
 Write = Callable[[str], None]
 
-# What EventBridge Scheduler replaces with the invocation's scheduled time.
-SLOT_PLACEHOLDER = "<aws.scheduler.scheduled-time>"
+SKIPPED = "skipped: slot already run"
+FINISHED = "finished: "
 
 
 @dataclass
 class JobRun:
     job: str
-    task: str
-    slot: str
-    status: str = "PENDING"
+    message_id: str
+    slot: datetime
+    """The run's slot: the schedule's latest fire time at or before the firing."""
+    status: str = "SENT"
     exit_code: int | None = None
-    stopped_reason: str | None = None
+    error: str | None = None
+
+    @property
+    def slot_text(self) -> str:
+        return self.slot.isoformat(timespec="seconds").replace("+00:00", "Z")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "job": self.job,
-            "task": self.task,
-            "slot": self.slot,
+            "messageId": self.message_id,
+            "slot": self.slot_text,
             "status": self.status,
             "exitCode": self.exit_code,
-            "stoppedReason": self.stopped_reason,
+            "error": self.error,
         }
 
 
@@ -61,21 +70,11 @@ def scheduler_service(deployed: Deployed) -> str:
     return found[0]
 
 
-def _camel(value: Any) -> Any:
-    """EventBridge Scheduler's PascalCase ECS parameters as RunTask's camelCase."""
-    if isinstance(value, dict):
-        return {key[:1].lower() + key[1:]: _camel(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_camel(item) for item in value]
-    return value
-
-
-def trigger(deployed: Deployed, service: str, job: str, slot: datetime) -> str:
-    """Start ``job``'s run for ``slot`` through the path its schedule uses; the task's ARN."""
+def _schedule(deployed: Deployed, service: str, job: str) -> dict[str, Any]:
     group = deployed.names.resource(service)
     scheduler = aws.client("scheduler")
     try:
-        schedule = call(
+        schedule: dict[str, Any] = call(
             "scheduler", f"{group}/{job}", scheduler.get_schedule, GroupName=group, Name=job
         )
     except CommandError as error:
@@ -89,70 +88,89 @@ def trigger(deployed: Deployed, service: str, job: str, slot: datetime) -> str:
         raise CommandError(
             f"no job {job} in schedule group {group} (jobs: {', '.join(sorted(known)) or 'none'})"
         ) from error
+    return schedule
+
+
+def trigger(deployed: Deployed, service: str, job: str, now: datetime) -> JobRun:
+    """Send ``job``'s firing for ``now`` where its schedule sends it; the run it asks for."""
+    schedule = _schedule(deployed, service, job)
     target = schedule["Target"]
-    parameters = target.get("EcsParameters")
-    if not parameters:
-        raise CommandError(f"schedule {group}/{job} does not start an ECS task")
-    stamp = slot.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    overrides = json.loads((target.get("Input") or "{}").replace(SLOT_PLACEHOLDER, stamp))
-    options: dict[str, Any] = {
-        "cluster": target["Arn"],
-        "taskDefinition": parameters["TaskDefinitionArn"],
-        "count": parameters.get("TaskCount", 1),
-        "overrides": overrides,
-        "startedBy": "suite run",
-    }
-    for key in ("LaunchType", "PlatformVersion", "Group", "PropagateTags", "EnableECSManagedTags"):
-        if key in parameters:
-            options[key[:1].lower() + key[1:]] = parameters[key]
-    if "CapacityProviderStrategy" in parameters:
-        options["capacityProviderStrategy"] = parameters["CapacityProviderStrategy"]
-    if "NetworkConfiguration" in parameters:
-        options["networkConfiguration"] = _camel(parameters["NetworkConfiguration"])
-    started = call("ecs", target["Arn"], aws.client("ecs").run_task, **options)
-    if not started.get("tasks"):
-        reasons = "; ".join(
-            f"{item.get('arn', '')}: {item.get('reason', '')}" for item in started["failures"]
-        )
-        raise CommandError(f"ECS started no task for {job}: {reasons or 'no reason given'}")
-    return str(started["tasks"][0]["taskArn"])
+    arn = str(target["Arn"])
+    if not arn.startswith("arn:aws:sqs:"):
+        raise CommandError(f"schedule {schedule['GroupName']}/{job} does not send to a queue")
+    # What the schedule sends, with its scheduled time: the job's name is the schedule's own.
+    try:
+        sent = Firing.model_validate(json.loads(target.get("Input") or "{}") | {"slot": now})
+    except ValueError as error:  # a ValidationError, or Input that is not JSON
+        raise CommandError(
+            f"schedule {schedule['GroupName']}/{job} does not send a firing: {error}"
+        ) from error
+    *_, account, name = arn.split(":")
+    sqs = aws.client("sqs")
+    queue_url = call("sqs", name, sqs.get_queue_url, QueueName=name, QueueOwnerAWSAccountId=account)
+    answer = call(
+        "sqs",
+        name,
+        sqs.send_message,
+        QueueUrl=queue_url["QueueUrl"],
+        MessageBody=sent.model_dump_json(),
+    )
+    slot = parse(str(schedule["ScheduleExpression"])).slot_at(
+        now, str(schedule.get("ScheduleExpressionTimezone") or "UTC")
+    )
+    if slot is None:
+        raise CommandError(f"{job}: {schedule['ScheduleExpression']} has not fired yet")
+    return JobRun(sent.job, str(answer["MessageId"]), slot)
 
 
 def run_job(
     deployed: Deployed, job: str, *, wait: bool, timeout: float, poll: float, write: Write
 ) -> JobRun:
     service = scheduler_service(deployed)
-    slot = datetime.now(UTC)
-    task = trigger(deployed, service, job, slot)
-    run = JobRun(job, task, slot.isoformat(timespec="seconds").replace("+00:00", "Z"))
-    write(f"{job}: started {task.rsplit('/', 1)[-1]} for slot {run.slot}")
+    sent_at = datetime.now(UTC)
+    run = trigger(deployed, service, job, sent_at)
+    write(f"{job}: firing {run.message_id} sent for slot {run.slot_text}")
     if not wait:
         return run
+    group = deployed.names.log_group(service)
+    query = LogQuery(since=sent_at, text=job)
+    start = int(sent_at.timestamp() * 1000) - 1000
     deadline = time.monotonic() + timeout
-    ecs = aws.client("ecs")
     while True:
-        found = call("ecs", task, ecs.describe_tasks, cluster=deployed.cluster, tasks=[task])
-        described = (found.get("tasks") or [{}])[0]
-        status = str(described.get("lastStatus", run.status))
-        if status != run.status:
-            run.status = status
-            write(f"{job}: {status}")
-        if status == "STOPPED":
-            run.stopped_reason = described.get("stoppedReason") or None
-            run.exit_code = _exit_code(described)
-            return run
+        for event in filtered(group, query, start):
+            if _outcome(run, event.message):
+                write(f"{job}: {run.status}")
+                return run
         if time.monotonic() >= deadline:
             raise CommandError(
-                f"{job}: task {task} still {status} after {timeout:.0f} s; it carries on "
-                f"(suite logs {service} --follow)"
+                f"{job}: no outcome for slot {run.slot_text} after {timeout:.0f} s; the firing is "
+                f"on its queue or running (suite logs {service} --follow)"
             )
         time.sleep(poll)
 
 
-def _exit_code(task: dict[str, Any]) -> int | None:
-    """The exit code of the container the run's command overrides (the app's)."""
-    names = {item.get("name") for item in task.get("overrides", {}).get("containerOverrides", [])}
-    for container in task.get("containers", []):
-        if (not names or container.get("name") in names) and "exitCode" in container:
-            return int(container["exitCode"])
-    return None
+def _outcome(run: JobRun, message: str) -> bool:
+    """Whether ``message`` is the run's last line; if so, its status is set from it."""
+    try:
+        line = json.loads(message)
+    except ValueError:
+        return False
+    if not isinstance(line, dict) or line.get("job") != run.job:
+        return False
+    try:
+        slot = datetime.fromisoformat(str(line.get("slot")))
+    except ValueError:
+        return False
+    if slot != run.slot:
+        return False
+    text = str(line.get("message", ""))
+    if text == SKIPPED:
+        run.status, run.exit_code = "skipped", 0
+    elif text.startswith(FINISHED) and "status" in line:
+        run.status = str(line["status"])
+        run.exit_code = 0 if run.status == "succeeded" else 1
+        if run.exit_code:
+            run.error = text.removeprefix(FINISHED)
+    else:
+        return False
+    return True

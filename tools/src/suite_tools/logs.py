@@ -29,6 +29,7 @@ __all__ = [
     "Event",
     "LogQuery",
     "compose_logs",
+    "filtered",
     "parse_since",
     "print_events",
     "render",
@@ -132,7 +133,7 @@ def stream(deployed: Deployed, query: LogQuery, *, follow: bool, write: Write) -
     group = deployed.names.log_group(name)
     last = int(query.since.timestamp() * 1000)
     seen: set[str] = set()
-    for event in _filtered(group, query, last):
+    for event in filtered(group, query, last):
         last = max(last, event.timestamp)
         seen.add(event.id)
         yield event
@@ -144,7 +145,7 @@ def stream(deployed: Deployed, query: LogQuery, *, follow: bool, write: Write) -
         return
     while True:
         time.sleep(POLL_SECONDS)
-        fresh = [event for event in _filtered(group, query, last) if event.id not in seen]
+        fresh = [event for event in filtered(group, query, last) if event.id not in seen]
         for event in fresh:
             if event.timestamp > last:
                 last, seen = event.timestamp, set()
@@ -152,7 +153,8 @@ def stream(deployed: Deployed, query: LogQuery, *, follow: bool, write: Write) -
             yield event
 
 
-def _filtered(group: str, query: LogQuery, start: int) -> Iterator[Event]:
+def filtered(group: str, query: LogQuery, start: int) -> Iterator[Event]:
+    """The group's events from ``start`` (epoch ms) that ``query`` keeps, oldest first."""
     options: dict[str, Any] = {"logGroupName": group, "startTime": start}
     if query.pattern():
         options["filterPattern"] = query.pattern()

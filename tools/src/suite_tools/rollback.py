@@ -79,11 +79,6 @@ def previous_revision(task_definition: str) -> str:
 
 def plan(deployed: Deployed) -> Plan:
     name, spec = deployed.only()
-    if spec.trigger.kind == "schedule":
-        raise CommandError(
-            f"{name} runs as scheduled tasks, not a service: each run takes the task "
-            "definition its schedules name (cdk deploy the previous image)"
-        )
     service = deployed.ecs_service(name)
     running = running_task_definition(service)
     if spec.deployment.through_codedeploy:

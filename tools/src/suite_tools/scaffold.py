@@ -36,8 +36,10 @@ import yaml
 from pydantic import ValidationError
 
 from servicekit.spec import (
+    EnvironmentNames,
     Exposure,
     QueueTrigger,
+    ScheduleTrigger,
     ServiceSpec,
     find_repository_root,
     load_spec,
@@ -380,15 +382,6 @@ def _spec(folder: Path, renamer: Renamer, queues: set[str]) -> ServiceSpec:
         if renamer.new in queues or f"{renamer.new}-dlq" in queues:
             raise CommandError(f"{renamer.new!r} is taken: a queue of that name exists")
         text = _set_key(text, "trigger", "queue", _quoted(renamer.new))
-    # Defaults (in servicekit.spec) are not in the file: those that name the example are
-    # written out renamed, e.g. the scheduler's run_command.
-    written = tomllib.loads(text).get("trigger", {})
-    for key, value in spec.trigger.model_dump(mode="json").items():
-        if key in written or not isinstance(value, list):
-            continue
-        renamed = [renamer.text(str(part), {}) for part in value]
-        if renamed != value:
-            text = _set_key(text, "trigger", key, _quoted_list(renamed))
     path.write_text(text)
     spec = _load(path)
     leftover = re.compile(rf"(?<![\w.\-]){re.escape(renamer.old)}(?![\w\-])")
@@ -528,6 +521,16 @@ def _render(spec: ServiceSpec, example: dict[str, Any], old: str, host_port: int
             queues.setdefault("QUEUE_URL", spec.trigger.queue)
         wanted |= {key: f"{base}/{prefix}-{queue}" for key, queue in queues.items()}
     environment |= {k: v for k, v in wanted.items() if inherited.get(k) != v}
+    if isinstance(spec.trigger, ScheduleTrigger):
+        # Its own firings queue (compose's init creates it), fed by its own clock.
+        if "FIRINGS_QUEUE_URL" not in inherited:
+            raise CommandError(f"{COMPOSE_FILE}: {old} has no FIRINGS_QUEUE_URL to derive from")
+        names = EnvironmentNames(str(inherited["APP_NAME"]), str(inherited["APP_ENV"]))
+        base = str(inherited["FIRINGS_QUEUE_URL"]).rsplit("/", 1)[0]
+        environment |= {
+            "FIRINGS_QUEUE_URL": f"{base}/{names.firings_queue(name)}",
+            "LOCAL_CLOCK": "true",
+        }
     # The spec's calls (copied from the example): the callee's addresses as the example has them.
     for callee in spec.calls:
         prefix = f"{_variable(callee)}__"

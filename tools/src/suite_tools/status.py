@@ -46,25 +46,27 @@ def collect(deployed: Deployed) -> dict[str, Any]:
 def _service(deployed: Deployed, name: str, spec: ServiceSpec) -> dict[str, Any]:
     status: dict[str, Any] = {"kind": spec.trigger.kind, "problems": []}
     trigger = spec.trigger
-    if isinstance(trigger, ScheduleTrigger):
-        status["jobs"] = _jobs(deployed, name)
-        status["schedulesDlq"] = _counts(deployed.names.queue(f"{name}-schedules-dlq"))[0]
-    else:
-        service = deployed.ecs_service(name)
-        status["tasks"] = _tasks(deployed, name, service)
-        status["deployments"] = [_deployment(item) for item in service.get("deployments", [])]
-        status["taskSets"] = [_task_set(item) for item in service.get("taskSets", [])]
-        if spec.deployment.through_codedeploy:
-            status["codedeploy"] = _codedeploy(deployed.deployments_under_way(name))
-        status["targets"] = _targets(service)
-        status["events"] = [
-            {"at": instant(event.get("createdAt")), "message": event.get("message", "")}
-            for event in service.get("events", [])[:EVENTS]
-        ]
+    service = deployed.ecs_service(name)
+    status["tasks"] = _tasks(deployed, name, service)
+    status["deployments"] = [_deployment(item) for item in service.get("deployments", [])]
+    status["taskSets"] = [_task_set(item) for item in service.get("taskSets", [])]
+    if spec.deployment.through_codedeploy:
+        status["codedeploy"] = _codedeploy(deployed.deployments_under_way(name))
+    status["targets"] = _targets(service)
+    status["events"] = [
+        {"at": instant(event.get("createdAt")), "message": event.get("message", "")}
+        for event in service.get("events", [])[:EVENTS]
+    ]
     prefixes = [deployed.names.resource(name)]
     if isinstance(trigger, QueueTrigger):
-        status["queue"] = _queue(deployed, trigger.queue)
-        prefixes.append(deployed.names.queue(trigger.queue))
+        name_of = deployed.names.queue(trigger.queue)
+        status["queue"] = _queue(name_of, deployed.names.dead_letter_queue(trigger.queue))
+        prefixes.append(name_of)
+    if isinstance(trigger, ScheduleTrigger):
+        status["jobs"] = _jobs(deployed, name)
+        firings = deployed.names.firings_queue(name)
+        status["queue"] = _queue(firings, f"{firings}-dlq")
+        status["schedulesDlq"] = _counts(deployed.names.schedules_dead_letter_queue(name))[0]
     status["alarms"] = _alarms(prefixes)
     status["problems"] = _problems(status)
     status["healthy"] = not status["problems"]
@@ -276,15 +278,14 @@ def _counts(name: str) -> tuple[int, int]:
     )
 
 
-def _queue(deployed: Deployed, queue: str) -> dict[str, Any]:
-    name = deployed.names.queue(queue)
+def _queue(name: str, dead_letter_queue: str) -> dict[str, Any]:
     visible, in_flight = _counts(name)
     return {
         "name": name,
         "visible": visible,
         "inFlight": in_flight,
         "oldestAgeSeconds": _oldest_age(name),
-        "deadLetters": _counts(deployed.names.dead_letter_queue(queue))[0],
+        "deadLetters": _counts(dead_letter_queue)[0],
     }
 
 
@@ -414,7 +415,7 @@ def _problems(status: Mapping[str, Any]) -> list[str]:
     if queue and queue["deadLetters"]:
         problems.append(f"{queue['deadLetters']} dead letters in {queue['name']}-dlq")
     if status.get("schedulesDlq"):
-        problems.append(f"{status['schedulesDlq']} schedule invocations failed to start a task")
+        problems.append(f"{status['schedulesDlq']} firings the schedules could not deliver")
     problems.extend(
         f"job {job['job']} last run {job['lastRun']['status']}"
         for job in status.get("jobs", [])

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from servicekit import aws
+from servicekit.spec import EnvironmentNames
 from servicekit.testing.moto import free_port
 from servicekit.testing.polling import wait_until
 
@@ -404,7 +405,7 @@ class BlueGreenService:
 def _fix_moto_task_networking() -> None:
     """moto 5.2's RunTask with awsvpc networking reads ``private_dns_name`` from a network
     interface that sets it only in some branches (AttributeError, a 500): give it a default,
-    so tasks start with the network configuration the infra's schedules pass."""
+    so tasks start with the network configuration the infra's services pass."""
     from moto.ec2.models.elastic_network_interfaces import (  # noqa: PLC0415
         NetworkInterface,
     )
@@ -415,7 +416,7 @@ def _fix_moto_task_networking() -> None:
 
 def moto_state(model: str, *, manual: bool) -> None:
     """moto's state manager: ``manual`` holds ``model`` (e.g. ``ecs::task``) in its state
-    until :meth:`DeployedSuite.stop_task` moves it; else each describe advances it."""
+    until told otherwise; else each describe advances it."""
     transition = (
         {"progression": "manual", "times": 1_000_000} if manual else {"progression": "immediate"}
     )
@@ -434,10 +435,10 @@ class DeployedSuite:
 
     The api is a :class:`BlueGreenService`; the worker a rolling service on the Fargate
     providers with its queue and DLQ (redrive policy as the platform sets it); the scheduler a
-    task definition, an EventBridge Scheduler group with one schedule per job whose target is
-    the one the infra writes (cluster, task definition, capacity, network, command with the
-    scheduled-time placeholder), and the schedules' DLQ; a log group per service. Names are the
-    infra's (``servicekit.spec.EnvironmentNames``).
+    rolling service of one task with its firings queue and DLQ, an EventBridge Scheduler group
+    with one schedule per job whose target is the one the infra writes (the firings queue, the
+    firing with the scheduled-time placeholder, the schedules' DLQ); a log group per service.
+    Names are the infra's (``servicekit.spec.EnvironmentNames``).
     """
 
     JOBS: ClassVar[dict[str, str]] = {
@@ -488,10 +489,34 @@ class DeployedSuite:
             },
         )["QueueUrl"]
         self.dlq = dlq
-        self.sqs.create_queue(QueueName=f"{prefix}-scheduler-schedules-dlq")
-        self.scheduler_task = self.register("scheduler")
+        names = EnvironmentNames(app, env)
+        self.firings, self.firings_dlq = (
+            self.sqs.create_queue(QueueName=name)["QueueUrl"]
+            for name in (
+                names.firings_queue("scheduler"),
+                f"{names.firings_queue('scheduler')}-dlq",
+            )
+        )
+        schedules_dlq = self.sqs.create_queue(
+            QueueName=names.schedules_dead_letter_queue("scheduler")
+        )["QueueUrl"]
+        arns = {
+            url: self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+            for url in (self.firings, schedules_dlq)
+        }
+        self.ecs.create_service(
+            cluster=self.cluster,
+            serviceName="scheduler",
+            taskDefinition=self.register("scheduler"),
+            desiredCount=1,
+            capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}],
+            networkConfiguration=self.network,
+        )
+        self.ecs.update_service(cluster=self.cluster, service="scheduler", desiredCount=1)
         scheduler = aws.client("scheduler")
-        group = f"{prefix}-scheduler"
+        group = names.resource("scheduler")
         scheduler.create_schedule_group(Name=group)
         for job, expression in self.JOBS.items():
             scheduler.create_schedule(
@@ -501,40 +526,11 @@ class DeployedSuite:
                 ScheduleExpressionTimezone="UTC",
                 FlexibleTimeWindow={"Mode": "OFF"},
                 Target={
-                    "Arn": f"arn:aws:ecs:{os.environ['AWS_REGION']}:123456789012:cluster/"
-                    f"{self.cluster}",
+                    "Arn": arns[self.firings],
                     "RoleArn": "arn:aws:iam::123456789012:role/scheduler",
-                    "EcsParameters": {
-                        "TaskDefinitionArn": self.scheduler_task,
-                        "TaskCount": 1,
-                        "CapacityProviderStrategy": [
-                            {"capacityProvider": "FARGATE", "weight": 1, "base": 0}
-                        ],
-                        "NetworkConfiguration": {
-                            "awsvpcConfiguration": {
-                                "Subnets": [self.api.subnet],
-                                "SecurityGroups": [self.api.security_group],
-                                "AssignPublicIp": "DISABLED",
-                            }
-                        },
-                        "PropagateTags": "TASK_DEFINITION",
-                    },
-                    "Input": json.dumps(
-                        {
-                            "containerOverrides": [
-                                {
-                                    "name": "app",
-                                    "command": [
-                                        "scheduler",
-                                        "run",
-                                        job,
-                                        "--slot",
-                                        "<aws.scheduler.scheduled-time>",
-                                    ],
-                                }
-                            ]
-                        }
-                    ),
+                    "Input": json.dumps({"job": job, "slot": "<aws.scheduler.scheduled-time>"}),
+                    "DeadLetterConfig": {"Arn": arns[schedules_dlq]},
+                    "RetryPolicy": {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 900},
                 },
             )
         for service in ("api", "worker", "scheduler"):
@@ -581,19 +577,3 @@ class DeployedSuite:
     def worker_service(self) -> dict[str, Any]:
         found = self.ecs.describe_services(cluster=self.cluster, services=["worker"])
         return dict(found["services"][0])
-
-    def tasks(self) -> list[dict[str, Any]]:
-        arns = self.ecs.list_tasks(cluster=self.cluster)["taskArns"]
-        if not arns:
-            return []
-        return list(self.ecs.describe_tasks(cluster=self.cluster, tasks=arns)["tasks"])
-
-    def stop_task(self, task: str, exit_code: int) -> None:
-        """The task's container exits with ``exit_code`` (moto keeps no process to exit)."""
-        from moto.backends import get_backend  # noqa: PLC0415 - only where moto is in-process
-
-        backend = get_backend("ecs")["123456789012"][os.environ["AWS_REGION"]]
-        found = backend.tasks[self.cluster][task]
-        for container in found.containers:
-            container.exitCode = exit_code
-        self.ecs.stop_task(cluster=self.cluster, task=task, reason="Essential container exited")

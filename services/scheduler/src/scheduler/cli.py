@@ -1,16 +1,16 @@
 """The scheduler's command line (``scheduler`` or ``python -m scheduler``).
 
-    scheduler run JOB [--slot ISO-8601]   one run: what an EventBridge schedule starts (ECS RunTask)
-    scheduler serve                       APScheduler fires every job here; /health on HEALTH_PORT
+    scheduler serve                       run every firing of the firings queue (the service);
+                                          LOCAL_CLOCK=true: APScheduler here sends them (compose)
+    scheduler run JOB [--slot ISO-8601]   one run in this process (by hand, e.g. `suite exec`)
     scheduler schedules [--json]          the registry, for people or for the infrastructure
     scheduler redrive-dead [--id ID]... [--type TYPE] [--since ISO-8601] [--limit N]
                                           chosen dead jobs back to queued, attempts reset; the
                                           outbox sends them (at least one filter is required)
 
 ``--registry MODULE:ATTRIBUTE`` (default ``$SCHEDULER_REGISTRY``, else ``scheduler.jobs:registry``)
-picks the registry, e.g. a test registry. ``--slot`` (default ``$SCHEDULED_TIME``) is the
-schedule's ``<aws.scheduler.scheduled-time>``; without it the slot is the schedule's latest fire
-time at or before now.
+picks the registry, e.g. a test registry. ``run --slot``: the run is for the slot that instant
+falls in (the schedule's latest fire time at or before it); without it, the current slot.
 
 Exit status:
 
@@ -18,14 +18,16 @@ Exit status:
   ``skipped: slot already run``); ``serve``: stopped by SIGTERM/SIGINT; ``schedules``: printed;
   ``redrive-dead``: the jobs chosen (none, possibly) are back in the outbox.
 - 1: ``run``: the job failed, timed out or was interrupted, or the database could not be
-  reached to claim or record the run; ``redrive-dead``: the database could not be reached.
+  reached to claim or record the run; ``serve``: the firings queue cannot be consumed;
+  ``redrive-dead``: the database could not be reached.
 - 2: usage or configuration: unknown job, bad ``--slot``, ``redrive-dead`` without a filter, a
   registry that does not load (an
-  invalid schedule names its job), missing or invalid settings.
+  invalid schedule names its job), missing or invalid settings, a firings queue without a
+  dead-letter queue or whose visibility timeout is too short to tell a dead run.
 
-Why 0 for a slot already run: the slot's work is done, by another process. A retried trigger,
-a second scheduler or an overlapping deployment is the lock doing its job, not a failure, and
-must not page anyone or mark the ECS task as failed; the log line tells the cases apart.
+Why 0 for a slot already run: the slot's work is done, by another process. A duplicated
+firing, a second scheduler or an overlapping deployment is the lock doing its job, not a
+failure, and must not page anyone; the log line tells the cases apart.
 """
 
 from __future__ import annotations
@@ -45,19 +47,19 @@ from uuid import UUID
 from jobs import repository
 from scheduler.jobs import Resources
 from scheduler.settings import Settings
+from servicekit import aws
+from servicekit.consumer import Consumer
 from servicekit.db import open_database
-from servicekit.errors import DependencyUnavailable
+from servicekit.errors import ConfigurationError, DependencyUnavailable
 from servicekit.health import HealthRegistry
 from servicekit.lifecycle import Lifecycle
 from servicekit.metrics import Metrics
 from servicekit.process import EXIT_CONFIGURATION, ServiceProcess, run_service
 from servicekit.scheduling import InvalidJob, JobRegistry, Runner, RunStore, serve
 
-__all__ = ["DEFAULT_REGISTRY", "SLOT_PLACEHOLDER", "main"]
+__all__ = ["DEFAULT_REGISTRY", "main"]
 
 DEFAULT_REGISTRY = "scheduler.jobs:registry"
-# What EventBridge Scheduler replaces with the invocation's scheduled time.
-SLOT_PLACEHOLDER = "<aws.scheduler.scheduled-time>"
 
 logger = logging.getLogger("scheduler")
 
@@ -79,7 +81,7 @@ def _instant(text: str) -> datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scheduler",
-        description="Run the scheduler's jobs: once for a slot, or serve them all on schedule.",
+        description="Run the scheduler's jobs: every firing of the firings queue, or once by hand.",
     )
     parser.add_argument(
         "--registry",
@@ -87,15 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         help="MODULE:ATTRIBUTE of the job registry (default $SCHEDULER_REGISTRY or %(default)s)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run one job once, for one slot")
+    run = commands.add_parser("run", help="run one job once, for one slot, in this process")
     run.add_argument("job")
     run.add_argument(
-        "--slot",
-        type=_instant,
-        default=os.environ.get("SCHEDULED_TIME"),  # argparse applies the type to it too
-        help="the scheduled time (ISO-8601 with offset; default $SCHEDULED_TIME, else now)",
+        "--slot", type=_instant, help="an instant of the slot (ISO-8601 with offset; default now)"
     )
-    commands.add_parser("serve", help="fire every job on its schedule until SIGTERM")
+    commands.add_parser("serve", help="run every firing of the firings queue until SIGTERM")
     schedules = commands.add_parser("schedules", help="list the registry's schedules")
     schedules.add_argument("--json", action="store_true", help="machine-readable, for the infra")
     redrive = commands.add_parser(
@@ -124,17 +123,9 @@ def load_registry(spec: str) -> JobRegistry[Resources]:
     return registry
 
 
-def export(registry: JobRegistry[Resources]) -> list[dict[str, object]]:
-    """The registry's schedules plus the container command each EventBridge schedule runs."""
-    return [
-        {**entry, "command": ["run", str(entry["name"]), "--slot", SLOT_PLACEHOLDER]}
-        for entry in registry.export()
-    ]
-
-
 def _print_schedules(registry: JobRegistry[Resources], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(export(registry), indent=2))
+        print(json.dumps(registry.export(), indent=2))
         return
     now = datetime.now(UTC)
     for job in registry:
@@ -160,6 +151,7 @@ def _runner(
             stop=lifecycle.stop_event,
             stop_grace=settings.stop_grace,
             metrics=Metrics.for_service(settings),
+            report_margin=settings.report_margin,
         )
     finally:
         database.close()
@@ -178,15 +170,38 @@ def _run(runner: Runner[Resources], job: str, slot: datetime | None) -> int:
 
 
 def _serve(runner: Runner[Resources], settings: Settings, lifecycle: Lifecycle) -> int:
-    health = HealthRegistry()
-    health.add_readiness("database", runner.deps.database.check)
-    health.add_readiness("lifecycle", lifecycle.check)
-    serve(
-        runner,
-        health=health,
-        health_port=settings.health_port,
-        misfire_grace_time=settings.misfire_grace_time,
+    database = runner.deps.database
+    budget = settings.shutdown
+    firings = Consumer(
+        settings.firings_queue_url,
+        runner.firing_model(),
+        runner.handle,
+        # Every job may run at once (they all fire at :00); a backlog waits its turn.
+        concurrency=len(runner.registry),
+        ready=database.answers,
+        # A stopping run gets stop_grace, then its end is written: within the budget's grace.
+        grace_period=budget.grace,
+        settle_timeout=budget.settle,
+        metrics=Metrics.for_service(settings),
     )
+    health = HealthRegistry()
+    health.add_readiness("database", database.check)
+    health.add_readiness("sqs", partial(aws.check_queue, settings.firings_queue_url))
+    health.add_readiness("lifecycle", lifecycle.check)
+    try:
+        serve(
+            runner,
+            firings,
+            health=health,
+            health_port=settings.health_port,
+            clock=settings.local_clock,
+            misfire_grace_time=settings.misfire_grace_time,
+        )
+    except ConfigurationError:
+        raise  # exit status 2, logged by run_service
+    except Exception:
+        logger.exception("the firings queue could not be consumed")
+        return 1
     logger.info("scheduler stopped (%s)", lifecycle.reason)
     return 0
 

@@ -30,8 +30,8 @@ from functools import partial
 from jobs.repository import JobMessage
 from servicekit import aws
 from servicekit.consumer import Consumer, TaskProtection
-from servicekit.db import Database, open_database
-from servicekit.errors import ConfigurationError, DependencyUnavailable
+from servicekit.db import open_database
+from servicekit.errors import ConfigurationError
 from servicekit.health import HealthRegistry, HealthServer
 from servicekit.metrics import Metrics
 from servicekit.process import ServiceProcess, run_service
@@ -62,7 +62,7 @@ def _work(process: ServiceProcess) -> int:
         receivers=settings.receivers,
         wait_time_seconds=settings.wait_time_seconds,
         retry=settings.retry,
-        ready=partial(_answers, database),
+        ready=database.answers,
         working=processor.working,
         grace_period=budget.grace,
         settle_timeout=budget.settle,
@@ -94,12 +94,3 @@ def _work(process: ServiceProcess) -> int:
         database.close(timeout=budget.close)
     logger.info("worker stopped (%s)", lifecycle.reason)
     return 0
-
-
-def _answers(database: Database) -> bool:
-    """The consumer's gate: receive only while the database answers."""
-    try:
-        database.check()
-    except DependencyUnavailable:
-        return False
-    return True
