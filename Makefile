@@ -61,6 +61,7 @@ up: ## bring the suite up locally (docker compose) and print where to look
 	@echo "  post a job:    curl -s -X POST localhost:$(API_PORT)/jobs -H \"authorization: Bearer \$$TOKEN\" -H 'content-type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": \"ecs\"}}'"
 	@echo "  read it back:  curl -s localhost:$(API_PORT)/jobs/<id> -H \"authorization: Bearer \$$TOKEN\""
 	@echo "  watch it:      docker compose logs -f worker scheduler"
+	@echo "  redeploy it:   make deploy-local (api blue/green behind api-lb, worker rolling)"
 	@echo "  stop it:       make down"
 
 deploy-local: .venv/.synced ## rebuild, then replace the api (blue/green) and worker (rolling) as ECS would [SERVICES=api]
