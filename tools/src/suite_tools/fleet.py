@@ -290,7 +290,9 @@ def blue_green(
     delay = balancing.deregistration_delay_seconds
     progress(f"{spec.name}: draining the {old} targets (deregistration delay {delay} s)")
     drain_start = time.monotonic()
-    # As an ALB: a draining target is let go early once nothing is in flight on it.
+    # As an ALB: a draining target is let go early once nothing is in flight on it; never before
+    # a poll interval, so a request routed just before the shift is counted by then.
+    time.sleep(min(POLL, delay))
     while (in_flight := sum(int(row["scur"] or 0) for row in balancer.servers(old))) and (
         time.monotonic() < drain_start + delay
     ):
