@@ -140,7 +140,9 @@ def test_jobs_in_flight_survive_the_database_down_for_150_s(suite: Suite) -> Non
         assert refused.json()["error"]["code"] == "dependency_unavailable"
         time.sleep(max(0.0, back_at - time.monotonic()))  # the outage's length, not a wait
     finally:
-        suite.compose("start", "postgres")
+        # Started and healthy (pg_isready) before its tables are read: a loaded machine takes
+        # seconds to accept connections again.
+        suite.compose("up", "--detach", "--wait", "--no-deps", "postgres")
     suite.all_succeed_once(ids, 240)
 
 
