@@ -3,7 +3,11 @@ SHELL := /bin/bash
 UV ?= uv
 export UV_FROZEN := 1
 
+<<<<<<< HEAD
 .PHONY: help install test test-fast lint lint-infra fmt typecheck up down token bench synth clean
+=======
+.PHONY: help install test lint lint-infra fmt typecheck up down deploy-local token bench synth clean
+>>>>>>> fleet
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,7 +45,7 @@ fmt: .venv/.synced ## format and fix what ruff can
 	$(UV) run ruff format .
 	$(UV) run ruff check --fix .
 
-bench: .venv/.synced ## run every benchmark, write BENCHMARKS.md (5-8 min; not part of `make test`)
+bench: .venv/.synced ## run every benchmark, write BENCHMARKS.md (8-12 min; not part of `make test`)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
 	$(UV) run --group bench python bench/report.py
 
@@ -64,15 +68,20 @@ up: ## bring the suite up locally (docker compose) and print where to look
 	@echo "  post a job:    curl -s -X POST localhost:$(API_PORT)/jobs -H \"authorization: Bearer \$$TOKEN\" -H 'content-type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": \"ecs\"}}'"
 	@echo "  read it back:  curl -s localhost:$(API_PORT)/jobs/<id> -H \"authorization: Bearer \$$TOKEN\""
 	@echo "  watch it:      docker compose logs -f worker scheduler"
+	@echo "  redeploy it:   make deploy-local (api blue/green behind api-lb, worker rolling)"
 	@echo "  stop it:       make down"
+
+deploy-local: .venv/.synced ## rebuild, then replace the api (blue/green) and worker (rolling) as ECS would [SERVICES=api]
+	$(UV) run suite deploy --local $(DEPLOY_FLAGS) $(SERVICES)
 
 SCOPES ?= jobs:read jobs:write
 token: ## print a bearer token from the running suite's issuer: make -s token PRINCIPAL=alice [SCOPES="jobs:read"]
 	@test -n "$(PRINCIPAL)" || { echo 'usage: make -s token PRINCIPAL=<name> [SCOPES="jobs:read jobs:write"]' >&2; exit 2; }
 	@docker compose exec -T issuer issuer token --principal '$(PRINCIPAL)' --scopes '$(SCOPES)'
 
+# --profile deploy: the api's other colour too, when a deploy left it serving.
 down: ## stop the suite and remove its volumes
-	docker compose down --volumes --remove-orphans
+	docker compose --profile deploy down --volumes --remove-orphans
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,15 @@
 """``make bench``: every benchmark of the suite in one run, then BENCHMARKS.md and its figures.
 
 The parts run one after another, never two at once (they share the machine's cores). Budget,
-measured on 2 busy cores: about 7 minutes, 8 when every image is rebuilt, 10 at most:
+measured on 2 busy cores: about 9 minutes, 10 when every image is rebuilt, 12 at most:
 
 - config: bench/config.py, moto in-process (~10 s);
 - worker: bench/worker.py, 3 rounds x 3 s x 5 variants, then the concurrency sweep (~90 s);
 - api: bench/api.py, 3 rounds x 5 s x 5 wrk runs, plus its PostgreSQL and servers (~100 s);
 - suite: the naive and bare images (bench/images.py) and the compose images built (5-130 s),
   the suite up (~20 s), 3 end-to-end rounds under the memory sampler (~60 s), 3 rounds of start
-  to healthy (~45 s), the suite down (~10 s).
+  to healthy (~45 s), a deploy under load and the same window without one (bench/deploy.py,
+  ~150 s), the suite down (~10 s).
 
 Raw figures and each script's output go to bench/out/ (ignored by git); BENCHMARKS.md (repository
 root) and bench/figures/*.png are written from them. ``--render`` writes those again from
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import deploy
 import e2e
 import images
 import memory
@@ -53,6 +55,7 @@ COMMANDS = {
     "Config": "uv run python bench/config.py",
     "Memory": f"uv run python bench/memory.py --rounds {SUITE_ROUNDS} --seconds {E2E_SECONDS:g}",
     "Images": f"uv run python bench/images.py --rounds {SUITE_ROUNDS}",
+    "Deploy": "uv run python bench/deploy.py",
 }
 # The part of the run that measured each area.
 PART_OF = {
@@ -62,6 +65,7 @@ PART_OF = {
     "Config": "config",
     "Memory": "suite",
     "Images": "suite",
+    "Deploy": "suite",
 }
 
 
@@ -128,10 +132,14 @@ def suite_part() -> None:
         save("memory", memory_figures)
         startup = images.startups(suite, SUITE_ROUNDS)
         size = images.sizes(suite)
+        # Last: it replaces the suite's containers.
+        deployed = deploy.measure(suite)
     save("images", {"sizes": size, "startup": startup})
+    save("deploy", deployed)
     e2e.print_figures(result)
     memory.print_figures(memory_figures["services"], memory_figures["method"])
     images.print_figures(size, startup)
+    deploy.print_figures(deployed)
 
 
 PARTS: dict[str, Callable[[], None]] = {
@@ -470,6 +478,30 @@ def images_rows() -> list[Row]:
     return rows
 
 
+def deploy_rows() -> list[Row]:
+    result = load("deploy")
+    during, quiet = result["deploy"], result["quiet"]
+
+    def figures(window: Mapping[str, float]) -> str:
+        return (
+            f"{window['requests']:.0f} requests, {window['failed']:.0f} failed, "
+            f"p99 {window['p99_ms']:.0f} ms"
+        )
+
+    return [
+        Row(
+            "Deploy",
+            f"requests during `suite deploy --local` (api blue/green, worker rolling; "
+            f"{result['deploy_seconds']:.0f} s, {result['clients']} clients, a job posted and "
+            f"read every {result['pace_seconds']:g} s each)",
+            figures(during),
+            f"the same window without a deploy: {figures(quiet)}",
+            f"p99 {during['p99_ms'] / quiet['p99_ms']:.2f}x",
+            f"0 failed: {verdict(during['failed'] == 0)}",
+        )
+    ]
+
+
 SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "API": api_rows,
     "End to end": e2e_rows,
@@ -477,6 +509,7 @@ SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "Config": config_rows,
     "Memory": memory_rows,
     "Images": images_rows,
+    "Deploy": deploy_rows,
 }
 
 
@@ -589,6 +622,10 @@ NOTES = [
     "image keeps pip's download cache in a BuildKit cache mount, not in the image, so it is, if "
     "anything, smaller than a real naive image. Start to healthy is `docker run -d` to the first "
     "200 from the health path, polled every 20 ms.",
+    "- Deploy: bench/deploy.py in the same suite (one task per service, as for the rows above): "
+    "the clients run through `suite deploy --local --no-build` of the api and the worker, then "
+    "as long again without a deploy; a failed request is a connection error, a timeout or any "
+    "answer but 200/201.",
 ]
 
 

@@ -49,6 +49,10 @@ class Suite:
         self.env = os.environ | {
             "COMPOSE_PROJECT_NAME": project,
             "API_PORT": str(self.api_port),
+            # One task per service, as the figures before the local fleet were measured (the
+            # end-to-end and memory rows are per task); the deploy row replaces these.
+            "API_REPLICAS": "1",
+            "WORKER_REPLICAS": "1",
             **{f"{service.upper()}_IMAGE": image for service, image in self.images.items()},
         }
         self.api_url = f"http://127.0.0.1:{self.api_port}"
@@ -78,7 +82,10 @@ class Suite:
 
     def down(self) -> None:
         self._addresses.clear()
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10")
+        # --profile deploy: the api's other colour, when a deploy left it serving.
+        self.compose(
+            "--profile", "deploy", "down", "--volumes", "--remove-orphans", "--timeout", "10"
+        )
 
     def token(self, principal: str) -> str:
         """A bearer token for ``principal`` from the suite's issuer, as ``make token`` gets one."""
@@ -86,7 +93,8 @@ class Suite:
         return answer.splitlines()[-1]
 
     def container(self, service: str) -> str:
-        return self.compose("ps", "--quiet", service).strip()
+        """The service's first container (a service may run several: ``--scale``)."""
+        return self.compose("ps", "--quiet", service).split()[0]
 
     def address(self, service: str, port: int) -> str:
         """``127.0.0.1:NNNN``: where the host reaches ``service``'s ``port``."""

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from servicekit.testing import wait_until
 from servicekit.testing.moto import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,8 +121,22 @@ class Suite:
         found = {job_id: int(n) for job_id, n in (line.split("|") for line in rows.splitlines())}
         return {job_id: found.get(job_id, 0) for job_id in ids}
 
+    def all_succeed_once(self, ids: list[str], timeout: float) -> None:
+        """Every job ends succeeded, each with exactly one effect."""
+
+        def pending() -> dict[str, str]:
+            return {i: s for i, s in self.statuses(ids).items() if s != "succeeded"}
+
+        wait_until(lambda: not pending(), timeout, f"{len(ids)} jobs to succeed", 1.0)
+        effects = self.effects(ids)
+        assert {job_id: n for job_id, n in effects.items() if n != 1} == {}, "one effect per job"
+
     def down(self) -> None:
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
+        # --profile deploy: the api's other colour, when a deploy left it serving.
+        self.compose(
+            "--profile", "deploy", "down", "--volumes", "--remove-orphans", "--timeout", "10",
+            check=False,
+        )  # fmt: skip
 
 
 @contextmanager

@@ -1,9 +1,10 @@
 """docker-compose.yml agrees with the service specs (services/*/service.toml).
 
 Compose is written by hand for readability; this test is what keeps it from drifting: every
-spec'd service is in compose with the spec's command, CPU, memory, stop grace period, port and
-health path, only external services are published, internal ones answer on their Cloud Map
-name, and a scheduled service consumes the firings queue its own clock feeds.
+spec'd service is in compose with the spec's command, CPU, memory, stop grace period, port,
+health path and task count, external services are published through a load balancer set up
+like their target group, internal ones answer on their Cloud Map name, and a scheduled service
+consumes the firings queue its own clock feeds.
 """
 
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from api import gunicorn_conf
 from servicekit.spec import EnvironmentNames, Exposure, ScheduleTrigger, ServiceSpec, load_specs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,8 @@ def _extended(services: dict[str, Any]) -> dict[str, Any]:
 
 
 SERVICES: dict[str, Any] = _extended(COMPOSE["services"])
+# Replicas per service on a laptop's two cores, unless {NAME}_REPLICAS says otherwise.
+LAPTOP_REPLICAS = 2
 
 
 def seconds(value: str) -> int:
@@ -76,12 +80,57 @@ def test_scheduled_services_run_the_firings_their_own_clock_sends(spec: ServiceS
     assert environment["LOCAL_CLOCK"] == "true"
 
 
-def test_only_external_services_are_published(spec: ServiceSpec) -> None:
-    ports = SERVICES[spec.name].get("ports", [])
+def test_no_service_is_published_but_through_its_load_balancer(spec: ServiceSpec) -> None:
+    assert SERVICES[spec.name].get("ports", []) == []
     if spec.exposure is Exposure.EXTERNAL:
-        assert [port.rsplit(":", 1)[-1] for port in ports] == [str(spec.port)]
+        published = SERVICES[f"{spec.name}-lb"]["ports"][0]
+        assert published.rsplit(":", 1)[-1] == str(spec.port)
+
+
+def test_replicas_are_the_spec_count_capped_for_a_laptop(spec: ServiceSpec) -> None:
+    """``{NAME}_REPLICAS`` overrides; without it the spec's count, at most two (2 cores)."""
+    replicas = SERVICES[spec.name].get("deploy", {}).get("replicas", 1)
+    count = min(spec.task.desired_count, LAPTOP_REPLICAS)
+    if spec.task.desired_count > 1:
+        variable = spec.name.upper().replace("-", "_") + "_REPLICAS"
+        assert replicas == f"${{{variable}:-{count}}}"
     else:
-        assert ports == []
+        assert replicas == count
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [spec for spec in SPECS.values() if spec.exposure is Exposure.EXTERNAL],
+    ids=lambda spec: spec.name,
+)
+def test_the_load_balancer_mirrors_the_target_group(spec: ServiceSpec) -> None:
+    lb, balancing = SERVICES[f"{spec.name}-lb"], spec.load_balancer
+    assert lb["environment"] == {
+        "PORT": str(spec.port),
+        "TARGET_PORT": str(spec.port),
+        "BLUE_HOST": spec.name,
+        "GREEN_HOST": f"{spec.name}-green",
+        "MAX_TARGETS": str(spec.scaling.max_count if spec.scaling else spec.task.desired_count),
+        "HEALTH_PATH": spec.health_path,
+        "HEALTH_INTERVAL": str(balancing.health_interval_seconds),
+        "HEALTH_TIMEOUT": str(balancing.health_timeout_seconds),
+        "HEALTHY_THRESHOLD": str(balancing.healthy_threshold),
+        "UNHEALTHY_THRESHOLD": str(balancing.unhealthy_threshold),
+        "DEREGISTRATION_DELAY": str(balancing.deregistration_delay_seconds),
+        "IDLE_TIMEOUT": str(balancing.idle_timeout_seconds),
+        "STOP_TIMEOUT": str(spec.task.stop_timeout),
+    }
+    assert seconds(lb["stop_grace_period"]) == spec.task.stop_timeout
+    # The green colour is the same service under the name the green backend resolves.
+    green = COMPOSE["services"][f"{spec.name}-green"]
+    assert green["extends"] == spec.name
+    assert green["profiles"] == ["deploy"]
+
+
+def test_the_servers_keep_connections_alive_longer_than_the_load_balancer() -> None:
+    assert gunicorn_conf.keepalive > SPECS["api"].load_balancer.idle_timeout_seconds
+    # What is in flight when the drain ends gets the rest of the stop timeout.
+    assert gunicorn_conf.graceful_timeout < SPECS["api"].task.stop_timeout
 
 
 @pytest.mark.parametrize(
@@ -118,7 +167,7 @@ def test_services_run_hardened() -> None:
 
 def test_nothing_but_the_api_is_published_by_default() -> None:
     published = {name for name, service in SERVICES.items() if service.get("ports")}
-    external = {name for name, spec in SPECS.items() if spec.exposure is Exposure.EXTERNAL}
+    external = {f"{name}-lb" for name, spec in SPECS.items() if spec.exposure is Exposure.EXTERNAL}
     observability = {
         name for name, service in SERVICES.items() if "observability" in service.get("profiles", [])
     }
@@ -146,4 +195,6 @@ def test_every_container_drops_every_capability_and_cannot_gain_privileges() -> 
 def test_published_ports_bind_to_loopback_by_default() -> None:
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
-            assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port}"
+            # The load balancer's runtime API: loopback always, on a port Docker picks.
+            loopback = ("${BIND_ADDRESS:-127.0.0.1}:", "127.0.0.1::")
+            assert port.startswith(loopback), f"{name}: {port}"

@@ -282,6 +282,34 @@ def test_api_deploys_blue_green_through_codedeploy(assembly: Assembly) -> None:
     api.resource_count_is("AWS::ElasticLoadBalancingV2::TargetGroup", 2)
 
 
+def test_target_groups_and_idle_timeout_come_from_the_spec(assembly: Assembly) -> None:
+    # The same section sets up the local suite's load balancer (tests/test_compose_spec.py).
+    balancing = load_specs(ROOT)["api"].load_balancer
+    assembly.template("api").has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::TargetGroup",
+        {
+            "HealthCheckPath": "/health",
+            "HealthCheckIntervalSeconds": balancing.health_interval_seconds,
+            "HealthCheckTimeoutSeconds": balancing.health_timeout_seconds,
+            "HealthyThresholdCount": balancing.healthy_threshold,
+            "UnhealthyThresholdCount": balancing.unhealthy_threshold,
+            "TargetGroupAttributes": Match.array_with(
+                [
+                    {
+                        "Key": "deregistration_delay.timeout_seconds",
+                        "Value": str(balancing.deregistration_delay_seconds),
+                    }
+                ]
+            ),
+        },
+    )
+    idle = {"Key": "idle_timeout.timeout_seconds", "Value": str(balancing.idle_timeout_seconds)}
+    assembly.template("platform").has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        {"Scheme": "internet-facing", "LoadBalancerAttributes": Match.array_with([idle])},
+    )
+
+
 def test_a_new_api_image_registers_a_revision_and_leaves_the_service_alone(
     assembly: Assembly, extended: Assembly
 ) -> None:

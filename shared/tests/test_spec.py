@@ -175,3 +175,21 @@ def test_edge_auth_and_database_sections_refuse_what_aws_would(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         ServiceSpec.model_validate(_API | change)
+
+
+def test_the_load_balancer_section_mirrors_the_alb_and_refuses_a_timeout_past_the_interval() -> (
+    None
+):
+    balancing = load_specs(ROOT)["api"].load_balancer
+    assert (
+        balancing.health_interval_seconds,
+        balancing.health_timeout_seconds,
+        balancing.healthy_threshold,
+        balancing.unhealthy_threshold,
+        balancing.deregistration_delay_seconds,
+        balancing.idle_timeout_seconds,
+    ) == (15, 5, 2, 3, 30, 60)
+    spec = load_specs(ROOT)["api"].model_dump(mode="json", exclude_none=True)
+    spec["load_balancer"] = {"health_interval_seconds": 5, "health_timeout_seconds": 5}
+    with pytest.raises(ValueError, match="health_timeout_seconds must be shorter"):
+        ServiceSpec.model_validate(spec)

@@ -1,4 +1,5 @@
-"""``suite status --local`` and ``suite logs --local`` against a real compose project.
+"""``suite status --local``, ``suite logs --local`` and ``suite deploy --local``'s refusals against
+a real compose project (the deploys themselves: tests/test_compose_deploy.py).
 
 A small project of this test's own (``COMPOSE_FILE``, ``COMPOSE_PROJECT_NAME``) stands in for
 ``make up``: the stand-in moto and PostgreSQL images (``.ci/standin-images``) with the queues
@@ -181,3 +182,23 @@ def test_logs_local_renders_the_containers_output(project: Project) -> None:
     assert run.stdout == "2026-12-02T10:00:00.000Z WARNING job=j-7 slow handler\n"
     raw = run_suite("logs", "worker", "--local", "--json", env=project.environment)
     assert json.loads(raw.stdout) == LINE
+
+
+def test_deploy_is_local_only_and_names_a_missing_project() -> None:
+    remote = run_suite("deploy", "api")
+    assert remote.code == 1
+    assert remote.stderr == (
+        "suite deploy: only --local (the compose suite); AWS deploys are `suite release`\n"
+    )
+    if (
+        shutil.which("docker") is None
+        or subprocess.run([_docker(), "info"], capture_output=True, check=False).returncode
+    ):
+        pytest.skip("no Docker engine")
+    environment = dict(os.environ, COMPOSE_PROJECT_NAME="deploy-nothing-runs-here")
+    missing = run_suite("deploy", "--local", "--no-build", env=environment)
+    assert missing.code == 1
+    assert missing.stderr == (
+        "suite deploy: no api container is running in compose project deploy-nothing-runs-here "
+        "(make up; COMPOSE_PROJECT_NAME names another)\n"
+    )

@@ -112,6 +112,7 @@ class Deployment(ABC):
     def _target_groups(self) -> tuple[elbv2.ApplicationTargetGroup, ...]:
         spec = self.spec
         assert spec.port is not None
+        balancing = spec.load_balancer
         return tuple(
             elbv2.ApplicationTargetGroup(
                 self.scope,
@@ -120,14 +121,14 @@ class Deployment(ABC):
                 port=spec.port,
                 protocol=elbv2.ApplicationProtocol.HTTP,
                 target_type=elbv2.TargetType.IP,
-                deregistration_delay=Duration.seconds(30),
+                deregistration_delay=Duration.seconds(balancing.deregistration_delay_seconds),
                 health_check=elbv2.HealthCheck(
                     path=spec.health_path,
                     healthy_http_codes="200",
-                    interval=Duration.seconds(15),
-                    timeout=Duration.seconds(5),
-                    healthy_threshold_count=2,
-                    unhealthy_threshold_count=3,
+                    interval=Duration.seconds(balancing.health_interval_seconds),
+                    timeout=Duration.seconds(balancing.health_timeout_seconds),
+                    healthy_threshold_count=balancing.healthy_threshold,
+                    unhealthy_threshold_count=balancing.unhealthy_threshold,
                 ),
             )
             for colour in self.colours

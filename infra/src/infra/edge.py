@@ -255,7 +255,7 @@ class Edge:
             drop_invalid_header_fields=True,
             deletion_protection=True,
             desync_mitigation_mode=elbv2.DesyncMitigationMode.DEFENSIVE,
-            idle_timeout=Duration.seconds(60),
+            idle_timeout=Duration.seconds(spec.load_balancer.idle_timeout_seconds),
         )
         alb.log_access_logs(access_logs, prefix=spec.name)
         if external:

@@ -180,6 +180,44 @@ class EdgeSpec(_Strict):
     ] = ()
 
 
+class LoadBalancerSpec(_Strict):
+    """How a served service's load balancer treats its targets: the ALB's target group and idle
+    timeout in AWS, the local suite's HAProxy (compose/haproxy) in compose."""
+
+    health_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
+    health_timeout_seconds: Annotated[int, Field(ge=2, le=120)] = 5
+    healthy_threshold: Annotated[
+        int, Field(ge=2, le=10, description="passed checks before a target gets traffic")
+    ] = 2
+    unhealthy_threshold: Annotated[
+        int, Field(ge=2, le=10, description="failed checks before a target loses it")
+    ] = 3
+    deregistration_delay_seconds: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=3600,
+            description="a deregistered target's requests in flight get this long before it "
+            "is stopped (keep it within task.stop_timeout's budget for the same requests)",
+        ),
+    ] = 30
+    idle_timeout_seconds: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=4000,
+            description="idle client and target connections are closed after this (the "
+            "server's keep-alive must be longer, so the load balancer closes first)",
+        ),
+    ] = 60
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> Self:
+        if self.health_timeout_seconds >= self.health_interval_seconds:
+            raise ValueError("health_timeout_seconds must be shorter than health_interval_seconds")
+        return self
+
+
 class AuthSpec(_Strict):
     """OAuth 2.0 resource server of the service: its scopes and the machine clients calling it."""
 
@@ -321,6 +359,7 @@ class ServiceSpec(_Strict):
         default=None, description="absent: servicekit's default pool size"
     )
     edge: EdgeSpec = EdgeSpec()
+    load_balancer: LoadBalancerSpec = LoadBalancerSpec()
     auth: AuthSpec | None = None
     calls: tuple[str, ...] = Field(
         default=(),

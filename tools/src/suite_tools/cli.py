@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from suite_tools import (
     cost,
     deadletters,
+    fleet,
     images,
     jobrun,
     local,
@@ -23,8 +24,13 @@ from suite_tools import (
 )
 from suite_tools.deployed import Deployed
 from suite_tools.errors import CommandError
+from suite_tools.specs import repository_root, select_specs
 
 __all__ = ["main"]
+
+# What `suite deploy --local` replaces by default: the services with a fleet in compose (the
+# scheduler is one task by design).
+LOCAL_DEPLOYED = ("api", "worker")
 
 
 def _progress(line: str) -> None:
@@ -230,6 +236,39 @@ def _add_release(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--json", action="store_true", help="print the releases as JSON (see README)"
     )
     parser.set_defaults(run=_run_release)
+
+
+def _run_deploy(args: argparse.Namespace) -> int:
+    if not args.local:
+        raise CommandError("only --local (the compose suite); AWS deploys are `suite release`")
+    specs = select_specs(repository_root(), args.services or LOCAL_DEPLOYED)
+    project = os.environ.get("COMPOSE_PROJECT_NAME", "ecs-suite")
+    fleet.deploy(specs, project, build=not args.no_build, progress=_progress)
+    return 0
+
+
+def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "deploy",
+        help="--local: replace the compose suite's api and worker as ECS deploys them",
+        description="Builds the services' images (docker compose build) and replaces the "
+        "running containers the way their spec's [deployment] says: blue/green behind the "
+        "api's load balancer (the other colour started and health-checked, traffic shifted, "
+        "the old colour drained for the deregistration delay, then stopped), rolling within "
+        "min_healthy_percent and max_percent for the worker. Exit 1 with the reason when the "
+        "new tasks never become healthy: they are removed and the old ones keep serving.",
+    )
+    parser.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"services/<SERVICE>/ (default: {' '.join(LOCAL_DEPLOYED)})",
+    )
+    parser.add_argument("--local", action="store_true", help="the compose suite (`make up`)")
+    parser.add_argument(
+        "--no-build", action="store_true", help="deploy the images the tags name now"
+    )
+    parser.set_defaults(run=_run_deploy)
 
 
 def _run_new_service(args: argparse.Namespace) -> int:
@@ -534,6 +573,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_push(commands)
     _add_release(commands)
     _add_new_service(commands)
+    _add_deploy(commands)
     _add_status(commands)
     _add_logs(commands)
     _add_run(commands)

@@ -25,11 +25,13 @@ from servicekit.spec import EnvironmentNames, QueueTrigger, ServiceSpec
 from suite_tools.deployed import instant
 from suite_tools.errors import CommandError
 
-__all__ = ["LOCAL_APP", "LOCAL_ENV", "collect", "docker_binary", "render"]
+__all__ = ["GREEN", "LOCAL_APP", "LOCAL_ENV", "collect", "docker_binary", "render"]
 
 # docker-compose.yml's x-app and x-aws blocks: APP_NAME, APP_ENV, AWS_REGION.
 LOCAL_APP, LOCAL_ENV, LOCAL_REGION = "suite", "development", "eu-west-1"
 MOTO_PORT = 5000
+# The compose service of a blue/green service's other colour: {name}-green (docker-compose.yml).
+GREEN = "-green"
 TIMEOUT = 3
 
 
@@ -78,18 +80,24 @@ def collect(specs: Mapping[str, ServiceSpec]) -> dict[str, Any]:
     notes: list[str] = []
     services: dict[str, Any] = {}
     for name, spec in specs.items():
-        container = by_service.get(name)
+        # Every replica, of either colour (a blue/green deploy leaves {name}-green serving).
+        fleet = [item for item in containers if item.get("Service") in (name, name + GREEN)]
+        running = [item for item in fleet if item.get("State") == "running"]
+        sick = [item for item in running if (item.get("Health") or None) not in (None, "healthy")]
+        shown = sick or running or fleet
         status: dict[str, Any] = {
             "kind": spec.trigger.kind,
-            "state": container.get("State") if container else "missing",
-            "health": (container.get("Health") or None) if container else None,
-            "detail": container.get("Status") if container else None,
+            "state": "running" if running else (fleet[0].get("State") if fleet else "missing"),
+            "health": (shown[0].get("Health") or None) if shown else None,
+            "detail": "; ".join(f"{item.get('Name')}: {item.get('Status')}" for item in fleet)
+            or None,
+            "containers": len(running),
         }
         problems = []
         if status["state"] != "running":
             problems.append(f"container {status['state']}")
         elif status["health"] not in (None, "healthy"):
-            problems.append(f"container {status['health']}")
+            problems.extend(f"container {item.get('Name')} {item.get('Health')}" for item in sick)
         if isinstance(spec.trigger, QueueTrigger):
             status["queue"] = _queue(by_service.get("moto"), names, spec.trigger.queue, notes)
             if status["queue"] and status["queue"]["deadLetters"]:
