@@ -3,11 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 export UV_FROZEN := 1
 
-<<<<<<< HEAD
-.PHONY: help install test test-fast lint lint-infra fmt typecheck up down token bench synth clean
-=======
-.PHONY: help install test lint lint-infra fmt typecheck up down deploy-local token bench synth clean
->>>>>>> fleet
+.PHONY: help install test test-fast lint lint-infra fmt typecheck up down deploy-local token bench synth clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
