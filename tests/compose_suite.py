@@ -96,6 +96,20 @@ class Suite:
         state: dict[str, Any] = json.loads(result.stdout)
         return state
 
+    def healthy(self, service: str) -> int:
+        """How many of the service's containers (it may run several) Docker reports healthy."""
+        containers = self.compose("ps", "--quiet", service).stdout.split()
+        if not containers:
+            return 0
+        result = subprocess.run(
+            ["docker", "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}",
+             *containers],
+            capture_output=True,
+            text=True,
+            check=False,
+        )  # fmt: skip
+        return result.stdout.split().count("healthy")
+
     def post_job(self, job_type: str, payload: dict[str, Any]) -> str:
         response = self.api.post("/jobs", json={"type": job_type, "payload": payload})
         assert response.status_code in (201, 202), response.text

@@ -237,8 +237,19 @@ def test_compose_gets_a_block_per_service_and_keeps_every_other_line(generated: 
     assert not [line for line in changes if not line.startswith("+ ")], changes
     for name in NAMES:
         assert f"+   {name}:" in changes
-    # Published on a host port of its own; the API keeps 8000.
-    assert '+     ports: ["${BIND_ADDRESS:-127.0.0.1}:${ORDERS_API_PORT:-8001}:8000"]' in changes
+    # The new api behind a load balancer of its own, as the example's, on a host port of its
+    # own (the API's keeps 8000); its other colour for deploys; replicas from the spec's count.
+    services = yaml.safe_load(after)["services"]
+    assert "ports" not in services["orders-api"]
+    assert services["orders-api"]["deploy"] == {"replicas": "${ORDERS_API_REPLICAS:-2}"}
+    lb = services["orders-api-lb"]
+    assert lb["ports"][0] == "${BIND_ADDRESS:-127.0.0.1}:${ORDERS_API_PORT:-8001}:8000"
+    assert (lb["environment"]["BLUE_HOST"], lb["environment"]["GREEN_HOST"]) == (
+        "orders-api",
+        "orders-api-green",
+    )
+    assert services["orders-api-green"]["extends"] == "orders-api"
+    assert services["email-worker"]["deploy"] == {"replicas": "${EMAIL_WORKER_REPLICAS:-2}"}
     assert (
         '+     environment: {<<: *app, SERVICE_NAME: email-worker, PORT: "8080", HEALTH_PATH: '
         '/health, QUEUE_URL: "http://moto:5000/123456789012/suite-development-email-worker"}'
@@ -425,7 +436,9 @@ def test_docker_images_build_and_start_healthy_in_compose(
         if "build" in definition and (match := re.match(r"\$\{(\w+):-", definition["image"]))
     }
     environment = os.environ | images | {
-        "COMPOSE_PROJECT_NAME": project, "API_PORT": str(free_port()), "ORDERS_API_PORT": str(port)
+        "COMPOSE_PROJECT_NAME": project, "API_PORT": str(free_port()), "ORDERS_API_PORT": str(port),
+        # One task each: enough to show they start; the fleet is tests/test_compose_deploy.py's.
+        "ORDERS_API_REPLICAS": "1", "EMAIL_WORKER_REPLICAS": "1",
     }  # fmt: skip
 
     def compose(*args: str) -> subprocess.CompletedProcess[str]:
@@ -440,7 +453,9 @@ def test_docker_images_build_and_start_healthy_in_compose(
 
     try:
         # Builds what the services and their dependencies need, and starts those.
-        up = compose("up", "--build", "--detach", "--wait", "--wait-timeout", "300", *NAMES)
+        up = compose(
+            "up", "--build", "--detach", "--wait", "--wait-timeout", "300", *NAMES, "orders-api-lb"
+        )  # fmt: skip
         logs = compose("logs", "--no-color", "--tail", "40").stdout
         assert up.returncode == 0, f"{up.stderr[-4000:]}\n{logs[-6000:]}"
         states = {
@@ -454,7 +469,7 @@ def test_docker_images_build_and_start_healthy_in_compose(
         # The init step made the new consumer's queue from its spec, like the jobs queue.
         assert "/123456789012/suite-development-email-worker" in compose("logs", "init").stdout
     finally:
-        compose("down", "--volumes", "--remove-orphans", "--timeout", "10")
+        compose("--profile", "deploy", "down", "--volumes", "--remove-orphans", "--timeout", "10")
         subprocess.run(
             ["docker", "image", "rm", "--force", *images.values()],
             capture_output=True,
@@ -506,6 +521,17 @@ def test_the_infra_builds_each_new_service_from_its_spec(
     )
     schedules = assembly.resources("nightly-reports", "AWS::Scheduler::Schedule").values()
     assert schedules
+    # Each schedule sends its firing to the new service's own firings queue.
+    firings = assembly.resources("nightly-reports", "AWS::SQS::Queue")
+    [queue_id] = [
+        key
+        for key, queue in firings.items()
+        if queue["Properties"].get("QueueName") == "suite-dev-nightly-reports-firings"
+    ]
     for schedule in schedules:
-        [override] = json.loads(schedule["Properties"]["Target"]["Input"])["containerOverrides"]
-        assert override["command"][:3] == ["nightly-reports", "run", schedule["Properties"]["Name"]]
+        target = schedule["Properties"]["Target"]
+        assert json.loads(target["Input"]) == {
+            "job": schedule["Properties"]["Name"],
+            "slot": "<aws.scheduler.scheduled-time>",
+        }
+        assert target["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}

@@ -72,6 +72,8 @@ _TEXT_TOKENS = frozenset(
 # Before a word, these make it a module: ``from x``, ``import x``, ``python -m x``, ``"-m", "x"``.
 _MODULE_BEFORE = re.compile(r"(?:(?:^|\s)(?:from|import)\s+|-m\s+|-m[\"'],\s*[\"'])\Z")
 _MODULE_AFTER = re.compile(r"[.:][A-Za-z_]")
+# Replicas on a laptop: a spec's task count above this is capped (docker-compose.yml's examples).
+LAPTOP_REPLICAS = 2
 _PORT_DEFAULT = re.compile(r"(?:\$\{\w+:-(\d+)\}|(\d+)):\d+$")
 # What YAML reads as something other than the same string when written plain.
 _PLAIN = re.compile(r"[A-Za-z/][\w/.-]*")
@@ -498,9 +500,16 @@ def _one_line(error: yaml.YAMLError) -> str:
     return " ".join(str(error).split())
 
 
-def _render(spec: ServiceSpec, example: dict[str, Any], old: str, host_port: int | None) -> str:
+def _render(
+    spec: ServiceSpec,
+    example: dict[str, Any],
+    old: str,
+    host_port: int | None,
+    example_lb: dict[str, Any],
+) -> str:
     """The compose block of ``spec``, with the anchors the examples use (the parity test's
-    figures: command, CPU, memory, grace period, port, health path, publishing, alias)."""
+    figures: command, CPU, memory, grace period, port, health path, replicas, alias), and for
+    an external service its load balancer, published on ``host_port``."""
     name = spec.name
     variable = _variable(name)
     image = re.fullmatch(r"\$\{\w+:-(?P<repository>.+)/[^/:]+:(?P<tag>[^}]+)\}", example["image"])
@@ -545,9 +554,10 @@ def _render(spec: ServiceSpec, example: dict[str, Any], old: str, host_port: int
         lines.append(f"    command: {_quoted_list(spec.command)}")
     pairs = ", ".join(f"{key}: {_scalar(value)}" for key, value in environment.items())
     lines.append(f"    environment: {{<<: *app, {pairs}}}")
-    if host_port is not None:
-        published = f"${{BIND_ADDRESS:-127.0.0.1}}:${{{variable}_PORT:-{host_port}}}:{spec.port}"
-        lines.append(f'    ports: ["{published}"]')
+    if spec.task.desired_count > 1:
+        # The spec's count, capped for a laptop's cores as the examples are (the parity test).
+        replicas = min(spec.task.desired_count, LAPTOP_REPLICAS)
+        lines.append(f'    deploy: {{replicas: "${{{variable}_REPLICAS:-{replicas}}}"}}')
     lines += [
         f"    cpus: {spec.task.cpu / 1024:g}",
         f"    mem_limit: {spec.task.memory}m",
@@ -561,7 +571,50 @@ def _render(spec: ServiceSpec, example: dict[str, Any], old: str, host_port: int
             "        # The Cloud Map name the other services use in AWS.",
             f"        aliases: [{alias}]",
         ]
-    return "\n".join(lines) + "\n"
+    block = "\n".join(lines) + "\n"
+    if host_port is not None:
+        block += "\n" + _load_balancer_blocks(spec, example_lb, host_port)
+    return block
+
+
+def _load_balancer_blocks(spec: ServiceSpec, example_lb: dict[str, Any], host_port: int) -> str:
+    """An external service's other colour and its load balancer, as the example's: the same
+    proxy and config, set from this service's spec, published on ``host_port``."""
+    name, balancing = spec.name, spec.load_balancer
+    lb = dict(example_lb)
+    lb["depends_on"] = {name: {"condition": "service_healthy"}}
+    lb["environment"] = {
+        "PORT": str(spec.port),
+        "TARGET_PORT": str(spec.port),
+        "BLUE_HOST": name,
+        "GREEN_HOST": f"{name}-green",
+        "MAX_TARGETS": str(spec.scaling.max_count if spec.scaling else spec.task.desired_count),
+        "HEALTH_PATH": str(spec.health_path),
+        "HEALTH_INTERVAL": str(balancing.health_interval_seconds),
+        "HEALTH_TIMEOUT": str(balancing.health_timeout_seconds),
+        "HEALTHY_THRESHOLD": str(balancing.healthy_threshold),
+        "UNHEALTHY_THRESHOLD": str(balancing.unhealthy_threshold),
+        "DEREGISTRATION_DELAY": str(balancing.deregistration_delay_seconds),
+        "IDLE_TIMEOUT": str(balancing.idle_timeout_seconds),
+        "STOP_TIMEOUT": str(spec.task.stop_timeout),
+    }
+    published = f"${{BIND_ADDRESS:-127.0.0.1}}:${{{_variable(name)}_PORT:-{host_port}}}:{spec.port}"
+    # The first port is the service's; the rest (the runtime API on loopback) as the example's.
+    lb["ports"] = [published, *example_lb.get("ports", [])[1:]]
+    lb["stop_grace_period"] = f"{spec.task.stop_timeout}s"
+    services = {
+        f"{name}-green": {"extends": name, "profiles": ["deploy"], "deploy": {"replicas": 0}},
+        f"{name}-lb": lb,
+    }
+    return "\n".join(
+        "".join(
+            f"  {line}\n"
+            for line in yaml.safe_dump(
+                {key: value}, sort_keys=False, default_flow_style=None, width=1000
+            ).splitlines()
+        )
+        for key, value in services.items()
+    )
 
 
 def _variable(name: str) -> str:
@@ -583,10 +636,16 @@ def _compose_text(
     if example not in compose.services:
         raise CommandError(f"{COMPOSE_FILE} has no service {example!r} to follow")
     host_port = None
+    example_lb: dict[str, Any] = {}
     if spec.exposure is Exposure.EXTERNAL and spec.port is not None:
         used = compose.published_ports()
         host_port = next(p for p in range(spec.port, 65536) if p not in used)
-    block = _render(spec, compose.services[example], example, host_port)
+        example_lb = compose.services.get(f"{example}-lb") or next(
+            (service for name, service in compose.services.items() if name.endswith("-lb")), {}
+        )
+        if not example_lb:
+            raise CommandError(f"{COMPOSE_FILE} has no load balancer (NAME-lb) to follow")
+    block = _render(spec, compose.services[example], example, host_port, example_lb)
     after = [name for name in compose.services if name in existing][-1]
     text = compose.with_block(block, after)
     try:
@@ -596,6 +655,9 @@ def _compose_text(
             f"{COMPOSE_FILE} would not parse with the new block: {_one_line(error)}"
         ) from error
     added = services.pop(spec.name, None)
+    if host_port is not None:
+        services.pop(f"{spec.name}-green", None)
+        services.pop(f"{spec.name}-lb", None)
     if services != compose.services or not added:
         raise CommandError(f"{COMPOSE_FILE}: the new block would change other services")
     # Only resolved anchors give these, and the example's hardening with them.
