@@ -64,11 +64,11 @@ def test_a_deploy_of_both_services_under_load_fails_no_request_and_loses_no_job(
 ) -> None:
     apis, workers = containers(suite, "api", "api-green"), containers(suite, "worker")
     with traffic(suite) as load:
-        time.sleep(5)  # load before the deploy starts, not a wait for anything
+        load.answered(2 * CLIENTS)  # load under way before the deploy starts
         started = time.monotonic()
         done = deploy(suite)
         took = time.monotonic() - started
-        time.sleep(5)  # and after it ends
+        load.answered(2 * CLIENTS)  # and through the new fleets after it ends
     print(done.stderr)
     print(f"deploy of api and worker in {took:.0f} s under {CLIENTS} clients: {load.summary()}")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -429,6 +429,26 @@ class ServiceSpec(_Strict):
         """The service's import package (``my-service`` -> ``my_service``)."""
         return self.name.replace("-", "_")
 
+    def local_load_balancer(self) -> dict[str, str]:
+        """The environment of its compose load balancer (compose/haproxy/haproxy.cfg reads it):
+        what its ALB target group is in AWS, the other colour named ``NAME-green``."""
+        balancing = self.load_balancer
+        return {
+            "PORT": str(self.port),
+            "TARGET_PORT": str(self.port),
+            "BLUE_HOST": self.name,
+            "GREEN_HOST": f"{self.name}-green",
+            "MAX_TARGETS": str(self.scaling.max_count if self.scaling else self.task.desired_count),
+            "HEALTH_PATH": str(self.health_path),
+            "HEALTH_INTERVAL": str(balancing.health_interval_seconds),
+            "HEALTH_TIMEOUT": str(balancing.health_timeout_seconds),
+            "HEALTHY_THRESHOLD": str(balancing.healthy_threshold),
+            "UNHEALTHY_THRESHOLD": str(balancing.unhealthy_threshold),
+            "DEREGISTRATION_DELAY": str(balancing.deregistration_delay_seconds),
+            "IDLE_TIMEOUT": str(balancing.idle_timeout_seconds),
+            "STOP_TIMEOUT": str(self.task.stop_timeout),
+        }
+
 
 def load_spec(path: Path) -> ServiceSpec:
     """Read one ``service.toml``; a bad spec raises naming the file and the field."""

@@ -580,24 +580,10 @@ def _render(
 def _load_balancer_blocks(spec: ServiceSpec, example_lb: dict[str, Any], host_port: int) -> str:
     """An external service's other colour and its load balancer, as the example's: the same
     proxy and config, set from this service's spec, published on ``host_port``."""
-    name, balancing = spec.name, spec.load_balancer
+    name = spec.name
     lb = dict(example_lb)
     lb["depends_on"] = {name: {"condition": "service_healthy"}}
-    lb["environment"] = {
-        "PORT": str(spec.port),
-        "TARGET_PORT": str(spec.port),
-        "BLUE_HOST": name,
-        "GREEN_HOST": f"{name}-green",
-        "MAX_TARGETS": str(spec.scaling.max_count if spec.scaling else spec.task.desired_count),
-        "HEALTH_PATH": str(spec.health_path),
-        "HEALTH_INTERVAL": str(balancing.health_interval_seconds),
-        "HEALTH_TIMEOUT": str(balancing.health_timeout_seconds),
-        "HEALTHY_THRESHOLD": str(balancing.healthy_threshold),
-        "UNHEALTHY_THRESHOLD": str(balancing.unhealthy_threshold),
-        "DEREGISTRATION_DELAY": str(balancing.deregistration_delay_seconds),
-        "IDLE_TIMEOUT": str(balancing.idle_timeout_seconds),
-        "STOP_TIMEOUT": str(spec.task.stop_timeout),
-    }
+    lb["environment"] = spec.local_load_balancer()
     published = f"${{BIND_ADDRESS:-127.0.0.1}}:${{{_variable(name)}_PORT:-{host_port}}}:{spec.port}"
     # The first port is the service's; the rest (the runtime API on loopback) as the example's.
     lb["ports"] = [published, *example_lb.get("ports", [])[1:]]

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from servicekit.testing.polling import wait_until
+
 __all__ = ["Traffic"]
 
 
@@ -91,6 +93,14 @@ class Traffic:
         self._stop.set()
         for thread in self._threads:
             thread.join()
+
+    def answered(self, count: int, timeout: float = 60.0) -> None:
+        """Returns once ``count`` more requests than now have been answered (or failed)."""
+        with self._lock:
+            target = len(self.latencies) + count
+        wait_until(
+            lambda: len(self.latencies) >= target, timeout, f"{count} more requests answered", 0.2
+        )
 
     def figures(self) -> dict[str, float]:
         """requests, failed, p50 and p99 (ms) of what was sent."""
