@@ -273,8 +273,9 @@ def measure(
         **{f"post_only_{p}": spread([r["post_only_ms"][p] for r in results]) for p in LATENCY_KEYS},
         **{f"paced_{p}": spread([r["paced_ms"][p] for r in results]) for p in LATENCY_KEYS},
         **{
-            f"paced_{stage}_p50": spread([r["paced_stages_ms"][stage]["p50"] for r in results])
+            f"paced_{stage}_{p}": spread([r["paced_stages_ms"][stage][p] for r in results])
             for stage in STAGES
+            for p in ("p50", "p99")
         },
     }
     return {
@@ -316,10 +317,11 @@ def print_figures(result: dict[str, Any]) -> None:
     print(f"  baseline: POST /jobs alone, req/s  {_fmt(summary['post_only_per_second'])}")
     paced = " / ".join(_fmt(summary[f"paced_{p}"]) for p in ("p50", "p90", "p99"))
     print(f"  at {result['rate']:g} jobs/s: latency p50 / p90 / p99, ms  {paced}")
-    stages = "; ".join(
-        f"{stage.replace('_', ' ')} {_fmt(summary[f'paced_{stage}_p50'])}" for stage in STAGES
-    )
-    print(f"  at {result['rate']:g} jobs/s, p50 per stage, ms: {stages}")
+    for p in ("p50", "p99"):
+        stages = "; ".join(
+            f"{stage.replace('_', ' ')} {_fmt(summary[f'paced_{stage}_{p}'])}" for stage in STAGES
+        )
+        print(f"  at {result['rate']:g} jobs/s, {p} per stage, ms: {stages}")
     print(
         f"  end-to-end / POST-alone rate {result['ratios']['e2e_over_post_only']:.2f}; "
         f"end-to-end p50 / POST p50 {result['ratios']['e2e_p50_over_post_p50']:.1f}x; "
@@ -331,6 +333,7 @@ def print_figures(result: dict[str, Any]) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured per phase")
+    parser.add_argument("--rate", type=float, default=RATE, help="jobs/s of the paced phase")
 
 
 def main() -> None:
@@ -339,7 +342,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     with running_suite() as suite:
-        result = measure(suite, args.rounds, args.seconds)
+        result = measure(suite, args.rounds, args.seconds, rate=args.rate)
     print_figures(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

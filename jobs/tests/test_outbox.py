@@ -128,7 +128,7 @@ def test_the_relay_sends_on_notify_and_after_an_outage(
     )
     relay.start()
     try:
-        wait_until(lambda: _listening(database), 20, "the relay to LISTEN")
+        wait_until(lambda: _listening(database) > 0, 20, "the relay to LISTEN")
         first = create(database, 3)
         wait_until(lambda: unsent(database) == 0, 20, "the relay to send on NOTIFY", 0.05)
         assert sorted(received(queue_url)) == sorted(first)
@@ -143,10 +143,54 @@ def test_the_relay_sends_on_notify_and_after_an_outage(
         relay.stop()
 
 
-def _listening(database: Database) -> bool:
+def test_relays_sharing_a_lead_key_take_turns(
+    database: Database, credentials: Fixed, queue_url: str, aws_env: MotoServer
+) -> None:
+    # An API task's workers: one sends; when it goes, another takes over within a poll.
+    relays = [
+        Relay(
+            Outbox(database, queue_url),
+            partial(connect, credentials, DatabaseSettings(), application_name="relay-turns"),
+            poll_interval=0.5,
+            lead_key=7,
+        )
+        for _ in range(2)
+    ]
+    first, second = relays
+    first.start()
+    try:
+        wait_until(lambda: first.leading, 20, "the first relay to lead")
+        second.start()
+        wait_until(lambda: _sessions(database, "relay-turns") == 2, 20, "the second to connect")
+        sent = create(database, 3)
+        wait_until(lambda: unsent(database) == 0, 20, "the leader to send", 0.05)
+        assert not second.leading
+        assert _listening(database) == 1
+
+        first.stop()
+        wait_until(lambda: second.leading, 20, "the second relay to take over")
+        taken_over = create(database, 2)
+        wait_until(lambda: unsent(database) == 0, 20, "the new leader to send", 0.05)
+        assert sorted(received(queue_url)) == sorted(sent + taken_over)
+    finally:
+        for relay in relays:
+            relay.stop()
+
+
+def _sessions(database: Database, application_name: str) -> int:
+    with database.connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def _listening(database: Database) -> int:
     with database.connection() as conn:
         row = conn.execute(
             "SELECT count(*) AS n FROM pg_stat_activity WHERE query = 'LISTEN jobs_outbox'"
         ).fetchone()
     assert row is not None
-    return int(row["n"]) > 0
+    return int(row["n"])

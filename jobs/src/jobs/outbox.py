@@ -1,8 +1,9 @@
 """The transactional outbox: jobs committed without their SQS message get it from here.
 
 A request only commits the job; a trigger NOTIFYs ``jobs_outbox``. :class:`Relay` (a thread in
-each API worker) LISTENs and calls :meth:`Outbox.send_pending`, which is also what the
-scheduler's ``outbox-sweep`` runs as a backstop: one implementation of claim, commit, send, mark.
+each API worker; one per task sends at a time) LISTENs and calls :meth:`Outbox.send_pending`,
+which is also what the scheduler's ``outbox-sweep`` runs as a backstop: one implementation of
+claim, commit, send, mark.
 
 1. Claim up to ``batch`` unsent jobs (``send_claimed_until`` = now + ``claim_for``) and commit:
    no row lock is held while SQS is called, and other relays skip the claimed jobs.
@@ -39,9 +40,12 @@ if TYPE_CHECKING:
 
     from servicekit.db import Database
 
-__all__ = ["CHANNEL", "SEND_BUDGET", "Outbox", "Relay", "Sent"]
+__all__ = ["CHANNEL", "RELAY_LOCK_CLASS", "SEND_BUDGET", "Outbox", "Relay", "Sent"]
 
 CHANNEL = "jobs_outbox"  # what the 0005_outbox_relay trigger NOTIFYs
+# The first key of the relays' pg_try_advisory_lock(int, int): the two-key space, apart from the
+# migrations' single-key lock; the second key is the relay's ``lead_key``.
+RELAY_LOCK_CLASS = 0x6A6F6273  # "jobs"
 SQS_BATCH = 10  # SendMessageBatch's limit
 SEND_BUDGET = aws.Budget(connect_timeout=1.0, read_timeout=3.0, max_attempts=2)
 """At most about 8 s per SendMessageBatch while SQS does not answer: well within a claim."""
@@ -125,6 +129,12 @@ class Relay:
     After a failure (SQS or the database) it waits ``min(max_backoff, 0.5 x 2^n)`` seconds with
     jitter, so many relays do not hammer a dependency that is down; no row is lost meanwhile.
     Safe with any number of relays in any number of tasks: claims keep them apart.
+
+    Relays given the same ``lead_key`` take turns: only the one holding the PostgreSQL advisory
+    lock on that key (on its LISTEN connection, so it is released when the process or the
+    connection dies) listens and sends; the others stand by and try the lock every
+    ``poll_interval``. An API task's workers share one key, so a NOTIFY wakes one relay per task
+    rather than every worker, each running a claim that all but one find empty.
     """
 
     def __init__(
@@ -135,16 +145,24 @@ class Relay:
         batch: int = 100,
         poll_interval: float = 5.0,
         max_backoff: float = 15.0,
+        lead_key: int | None = None,
     ) -> None:
         self.outbox = outbox
         self._listen = listen
         self.batch = batch
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.lead_key = lead_key
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self._conn: psycopg.Connection[Any] | None = None
+        self._leading = False
         self._failures = 0
+
+    @property
+    def leading(self) -> bool:
+        """Whether this relay listens and sends now (a relay without ``lead_key`` always does)."""
+        return self._leading
 
     def start(self) -> None:
         self._thread.start()
@@ -158,6 +176,9 @@ class Relay:
         try:
             while not self._stop.is_set():
                 self._connect()
+                if self.lead_key is not None and not self._leading:
+                    self._stop.wait(self.poll_interval)  # standing by
+                    continue
                 if self._pass():
                     continue  # a full batch: there may be more
                 if self._failures:
@@ -195,19 +216,36 @@ class Relay:
         self._failures += 1
 
     def _connect(self) -> None:
-        if self._conn is not None and not self._conn.closed:
+        """Open the LISTEN connection when there is none; LISTEN once this relay leads."""
+        if self._conn is None or self._conn.closed:
+            self._disconnect()
+            try:
+                self._conn = self._listen()
+                self._conn.autocommit = True
+            except (DependencyUnavailable, psycopg.Error) as error:
+                _log.debug("outbox relay: no LISTEN connection, polling: %s", error)
+                return
+        if self._leading:
             return
-        self._conn = None
         try:
-            conn = self._listen()
-            conn.autocommit = True
-            conn.execute(f"LISTEN {CHANNEL}")
-        except (DependencyUnavailable, psycopg.Error) as error:
-            _log.debug("outbox relay: no LISTEN connection, polling: %s", error)
-            return
-        self._conn = conn
+            if self._lead(self._conn):
+                self._conn.execute(f"LISTEN {CHANNEL}")
+                self._leading = True
+        except psycopg.Error as error:
+            _log.debug("outbox relay: LISTEN connection lost: %s", error)
+            self._disconnect()
+
+    def _lead(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether this relay is the one to send for its ``lead_key`` (always, without one)."""
+        if self.lead_key is None:
+            return True
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (RELAY_LOCK_CLASS, self.lead_key)
+        ).fetchone()
+        return bool(row and row[0])
 
     def _disconnect(self) -> None:
+        self._leading = False
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -11,6 +11,8 @@ rather than serving half-configured.
 from __future__ import annotations
 
 import logging
+import socket
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -65,6 +67,8 @@ class Runtime:
                 application_name=f"{settings.service_name}-outbox-relay",
             ),
             poll_interval=settings.outbox_poll_seconds,
+            # The task's workers take turns (one relay per task sends); every task sends.
+            lead_key=zlib.crc32(socket.gethostname().encode()) & 0x7FFFFFFF,
         )
         relay.start()
         # No fetch here: the issuer's keys are fetched by the first request that needs them.
