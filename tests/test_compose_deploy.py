@@ -5,6 +5,7 @@ blue/green behind its load balancer, the worker rolling); then no request failed
 error or a 5xx), every accepted job succeeded with exactly one effect, and both fleets are new.
 A second deploy, of an api image that fails its health check, rolls back: the command fails with
 the reason, the old fleet never stopped serving, and the image tag names the running image again.
+A deploy after a task died (killed, not restarted) replaces it too: the count is the service's.
 Needs Docker with Compose v2 (skipped otherwise), like tests/test_compose_e2e.py.
 """
 
@@ -112,3 +113,19 @@ def test_an_api_failing_its_health_check_is_rolled_back_while_the_old_fleet_serv
     ).stdout.strip()  # fmt: skip
     assert tagged == running_image, "the tag names the running image again"
     suite.all_succeed_once(load.ids, 240)
+
+
+def test_a_deploy_replaces_a_task_that_died_and_keeps_the_count(suite: Suite) -> None:
+    workers = containers(suite, "worker")
+    # `docker kill` is a manual stop: Docker does not restart the container (ECS would replace
+    # the task), so the service runs one task short until the deploy.
+    subprocess.run(["docker", "kill", sorted(workers)[0]], check=True, capture_output=True)
+    done = deploy(suite, "SERVICES=worker", "DEPLOY_FLAGS=--no-build")
+    print(done.stderr)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replacing 1 stopped task(s)" in done.stderr
+    now = containers(suite, "worker")
+    assert len(now) == len(workers)
+    assert now.isdisjoint(workers)
+    every = set(suite.compose("ps", "--all", "--quiet", "worker").stdout.split())
+    assert every == now, "the dead task is gone, not left behind"

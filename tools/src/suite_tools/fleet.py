@@ -140,6 +140,12 @@ class Fleet:
             found, key=lambda item: int(item.labels["com.docker.compose.container-number"])
         )
 
+    def running_and_stopped(self) -> tuple[list[Container], list[Container]]:
+        """The service's containers: those running, and those that exited or keep restarting."""
+        every = self.containers(every=True)
+        running = [container for container in every if container.status == "running"]
+        return running, [container for container in every if container.status != "running"]
+
     def scale(self, count: int) -> None:
         """At least ``count`` containers: new ones from the image the tag names now."""
         _compose(
@@ -240,7 +246,9 @@ def blue_green(
     balancer = Balancer(f"{spec.name}-lb")
     old = serving[0] if len(serving) == 1 else balancer.live()
     new = "green" if old == "blue" else "blue"
-    count, tag = len(running[old]), str(running[old][0].attrs["Config"]["Image"])
+    # A task of the old fleet that died counts, as in ECS's desired count: the new fleet is whole.
+    count = len(colours[old].containers(every=True))
+    tag = str(running[old][0].attrs["Config"]["Image"])
     balancing, stop_timeout = spec.load_balancer, spec.task.stop_timeout
     # Leftovers of an earlier deploy: the new colour starts empty, its targets undrained.
     colours[new].stop(colours[new].containers(every=True), stop_timeout)
@@ -309,11 +317,18 @@ def rolling(
     spec: ServiceSpec, client: docker.DockerClient, project: str, progress: Progress
 ) -> None:
     fleet = Fleet(spec.name, client, project)
-    old = fleet.containers()
+    old, stopped = fleet.running_and_stopped()
     if not old:
         raise CommandError(_nothing_running(spec.name, project))
     tag = str(old[0].attrs["Config"]["Image"])
-    desired, deployment, stop_timeout = len(old), spec.deployment, spec.task.stop_timeout
+    # A task that died (`docker kill` is a manual stop: no restart) still counts, as ECS's desired
+    # count does: the new revision replaces it. Removed first, or `up --scale` would restart it
+    # from the old image and count it as new.
+    desired = len(old) + len(stopped)
+    deployment, stop_timeout = spec.deployment, spec.task.stop_timeout
+    if stopped:
+        progress(f"{spec.name}: replacing {len(stopped)} stopped task(s) too")
+        fleet.stop(stopped, stop_timeout)
     floor = math.ceil(desired * deployment.min_healthy_percent / 100)
     ceiling = max(desired, desired * deployment.max_percent // 100)
     progress(
