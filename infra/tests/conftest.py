@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from infra.testing import Assembly, synthesize
-from servicekit.spec import find_repository_root
+from suite_contract.spec import find_repository_root
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 

@@ -16,7 +16,7 @@ from infra.connections import (
 from infra.database import DB_CONNECTIONS_ALARM_PERCENT
 from infra.testing import Assembly
 from servicekit.db import DatabaseSettings
-from servicekit.spec import ServiceSpec, find_repository_root, load_specs
+from suite_contract.spec import ServiceSpec, find_repository_root, load_specs
 
 ROOT = find_repository_root(Path(__file__).parent)
 SPECS = load_specs(ROOT)

@@ -13,7 +13,7 @@ import pytest
 from infra.edge import greater_than_pattern
 from infra.service_config import RDS_CA_BUNDLE
 from infra.testing import Assembly, container
-from servicekit.spec import ServiceSpec, find_repository_root, load_specs
+from suite_contract.spec import ServiceSpec, find_repository_root, load_specs
 
 ROOT = find_repository_root(Path(__file__).parent)
 API = load_specs(ROOT)["api"]

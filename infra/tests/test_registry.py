@@ -9,7 +9,8 @@ from typing import Any
 from infra.testing import REGISTRY, Assembly, container, policy_statements
 from servicekit import aws
 from servicekit.testing import MotoServer
-from suite_tools.images import LIFECYCLE_POLICY, _ensure_repository
+from suite_contract.ecr import LIFECYCLE_POLICY
+from suite_tools.images import _ensure_repository
 
 SERVICES = ("api", "scheduler", "worker")
 
@@ -38,7 +39,7 @@ def test_one_repository_per_service_shared_by_the_environments(assembly: Assembl
         assert name == REGISTRY or not {t for t in kinds if t.startswith("AWS::ECR::")}, name
 
 
-def test_the_lifecycle_rules_are_the_tools(assembly: Assembly) -> None:
+def test_the_lifecycle_rules_are_the_contracts(assembly: Assembly) -> None:
     for repository in _repositories(assembly).values():
         text = repository["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"]
         assert json.loads(text) == LIFECYCLE_POLICY

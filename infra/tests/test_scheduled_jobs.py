@@ -11,7 +11,7 @@ from infra.testing import Assembly, container, policy_statements
 from scheduler.jobs import registry
 from scheduler.settings import Settings
 from servicekit.scheduling import FIRINGS_MARGIN
-from servicekit.spec import find_repository_root, load_specs
+from suite_contract.spec import find_repository_root, load_specs
 
 SPEC = load_specs(find_repository_root())["scheduler"]
 

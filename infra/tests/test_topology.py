@@ -10,7 +10,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from infra.testing import Assembly, container, policy_statements
-from servicekit.spec import find_repository_root, load_specs
+from suite_contract.spec import find_repository_root, load_specs
 
 ROOT = find_repository_root(Path(__file__).parent)
 SEED = {  # service: (tasks, cpu, memory)

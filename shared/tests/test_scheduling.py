@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -22,12 +23,14 @@ from servicekit.health import HealthRegistry
 from servicekit.scheduling import (
     Firing,
     InvalidJob,
+    InvalidRegistry,
     JobContext,
     JobRegistry,
     Outcome,
     Runner,
     RunStatus,
     RunStore,
+    load_registry,
     send_firing,
     serve,
 )
@@ -130,6 +133,37 @@ def test_registry_refuses_a_name_twice(calls: Calls) -> None:
     registry.add("job", calls.record, schedule="rate(1 minute)", timeout=10)
     with pytest.raises(InvalidJob, match="registered twice"):
         registry.add("job", calls.record, schedule="rate(5 minutes)", timeout=10)
+
+
+def test_a_registry_is_loaded_by_its_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "declared_jobs.py").write_text(
+        "from servicekit.scheduling import JobRegistry\n"
+        "registry = JobRegistry()\n"
+        "jobs = JobRegistry()\n"
+        "jobs.add('sweep', print, schedule='rate(1 hour)', timeout=5)\n"
+        "other = 'not a registry'\n"
+    )
+    (tmp_path / "bad_jobs.py").write_text(
+        "from servicekit.scheduling import JobRegistry\n"
+        "JobRegistry().add('sweep', print, schedule='every hour', timeout=5)\n"
+    )
+    monkeypatch.syspath_prepend(tmp_path)
+    assert len(load_registry("declared_jobs")) == 0  # the attribute is `registry` when left out
+    assert [job.name for job in load_registry("declared_jobs:jobs")] == ["sweep"]
+    with pytest.raises(
+        InvalidRegistry, match=r"registry declared_jobs:other is a str, not a JobRegistry"
+    ):
+        load_registry("declared_jobs:other")
+    with pytest.raises(
+        InvalidRegistry, match=r"registry declared_jobs:gone cannot be loaded: .*gone"
+    ):
+        load_registry("declared_jobs:gone")
+    with pytest.raises(InvalidRegistry, match=r"registry absent cannot be loaded: .*absent"):
+        load_registry("absent")
+    with pytest.raises(InvalidRegistry, match=r"registry bad_jobs: job 'sweep': invalid schedule"):
+        load_registry("bad_jobs")
 
 
 def test_export_is_what_the_infrastructure_needs() -> None:

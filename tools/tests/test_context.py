@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from servicekit.spec import find_repository_root
+from suite_contract.spec import find_repository_root
 from suite_tools.context import context_files, context_tar
 
 IGNORE = """\

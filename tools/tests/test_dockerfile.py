@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from servicekit.spec import find_repository_root
+from suite_contract.spec import find_repository_root
 from suite_tools.testing import BASE_IMAGE
 
 ROOT = find_repository_root(Path(__file__).parent)

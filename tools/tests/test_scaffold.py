@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from infra.testing import Assembly, container
-from servicekit.spec import QueueTrigger, ScheduleTrigger, find_repository_root, load_specs
 from servicekit.testing.moto import free_port
+from suite_contract.spec import QueueTrigger, ScheduleTrigger, find_repository_root, load_specs
 from suite_tools.cli import main
 from suite_tools.scaffold import Renamer, new_service
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from servicekit.spec import find_repository_root
+from suite_contract.spec import find_repository_root
 
 ROOT = find_repository_root(Path(__file__).parent)
 WORKFLOW = ROOT / ".github" / "workflows" / "delivery.yml"

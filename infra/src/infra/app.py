@@ -19,7 +19,7 @@ from infra.network import NetworkStack
 from infra.platform import PlatformStack
 from infra.registry import RegistryStack
 from infra.service import ServiceStack
-from servicekit.spec import ServiceSpec, load_specs
+from suite_contract.spec import ServiceSpec, load_specs
 
 __all__ = ["build_app"]
 

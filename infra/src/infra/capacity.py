@@ -13,7 +13,7 @@ from constructs import Construct
 from infra.checks import acknowledge_nag, skip_checkov
 from infra.config import EnvConfig
 from infra.network import HTTPS_PORT, NetworkStack
-from servicekit.spec import CapacityProvider
+from suite_contract.spec import CapacityProvider
 
 __all__ = ["Ec2Capacity", "capacity_provider_name"]
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servicekit.db import DatabaseSettings
-from servicekit.spec import DeploymentStrategy, ServiceSpec
+from suite_contract.spec import DeploymentStrategy, ServiceSpec
 
 __all__ = [
     "MARGIN",

@@ -14,7 +14,7 @@ from constructs import Construct
 from infra.alarms import running_tasks
 from infra.capacity import capacity_provider_name
 from infra.edge import LoadBalancer, waf_blocked
-from servicekit.spec import CapacityProvider
+from suite_contract.spec import CapacityProvider
 
 __all__ = ["Dashboard"]
 

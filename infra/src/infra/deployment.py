@@ -30,7 +30,7 @@ from infra.edge import LoadBalancer
 from infra.network import HTTPS_PORT
 from infra.service_config import ServiceProps
 from infra.task_definition import APP_CONTAINER
-from servicekit.spec import DeploymentStrategy
+from suite_contract.spec import DeploymentStrategy
 
 __all__ = [
     "CodeDeployBlueGreen",

@@ -13,7 +13,7 @@ from constructs import Construct
 from infra.capacity import capacity_provider_name
 from infra.deployment import DeploymentSettings
 from infra.service_config import ServiceProps
-from servicekit.spec import Exposure, ServiceSpec
+from suite_contract.spec import Exposure, ServiceSpec
 
 __all__ = ["EcsService", "capacity_strategies"]
 

@@ -28,7 +28,7 @@ from infra.config import EnvConfig
 from infra.identity import Auth
 from infra.names import pascal
 from infra.network import HTTPS_PORT, NetworkStack
-from servicekit.spec import EdgeSpec, Exposure, ServiceSpec
+from suite_contract.spec import EdgeSpec, Exposure, ServiceSpec
 
 __all__ = [
     "Edge",

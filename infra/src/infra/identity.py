@@ -13,7 +13,7 @@ from constructs import Construct
 from infra.checks import acknowledge_nag
 from infra.config import EnvConfig
 from infra.names import pascal
-from servicekit.spec import AuthSpec, ServiceSpec
+from suite_contract.spec import AuthSpec, ServiceSpec
 
 __all__ = ["Auth", "Identity"]
 

@@ -35,7 +35,7 @@ from infra.identity import Identity
 from infra.network import NetworkStack
 from infra.queues import Queues
 from infra.service_network import connect_services, task_security_groups
-from servicekit.spec import Exposure, ServiceSpec
+from suite_contract.spec import Exposure, ServiceSpec
 
 __all__ = ["PlatformStack"]
 

@@ -16,7 +16,7 @@ from constructs import Construct
 from infra.alarms import AlarmTopic
 from infra.checks import SSE_SQS, acknowledge_nag, skip_checkov
 from infra.names import pascal
-from servicekit.spec import QueueTrigger, ServiceSpec
+from suite_contract.spec import QueueTrigger, ServiceSpec
 
 __all__ = ["Queues"]
 

@@ -3,9 +3,9 @@
 One repository ``{app}/{service}`` per service, shared by every environment, so an image is
 promoted from one environment to the next by its digest and never rebuilt; and the pull-through
 cache rule for ECR Public (one per registry: two environments could not each declare it).
-``suite push`` creates a repository it finds missing with the same settings, and lifecycle rules
-it defines (``suite_tools.images.LIFECYCLE_POLICY``, used here as is): a repository it created
-first is adopted by deploying this stack with ``--import-existing-resources``.
+``suite push`` creates a repository it finds missing with the same settings and the same names and
+lifecycle rules (``suite_contract.ecr``): a repository it created first is adopted by deploying
+this stack with ``--import-existing-resources``.
 """
 
 from __future__ import annotations
@@ -19,18 +19,13 @@ from aws_cdk import aws_ecr as ecr
 from constructs import Construct
 
 from infra.names import pascal
-from suite_tools.images import LIFECYCLE_POLICY
+from suite_contract.ecr import LIFECYCLE_POLICY, repository_name
 
-__all__ = ["ECR_PUBLIC_PREFIX", "RegistryStack", "repository_name"]
+__all__ = ["ECR_PUBLIC_PREFIX", "RegistryStack"]
 
 # The pull-through cache prefix for ECR Public: sidecar images come through the account's own
 # registry, so they pull over the ECR endpoints even when there is no NAT gateway.
 ECR_PUBLIC_PREFIX = "ecr-public"
-
-
-def repository_name(app: str, service: str) -> str:
-    """``{app}/{service}``: the service's ECR repository, the one ``suite push`` pushes to."""
-    return f"{app}/{service}"
 
 
 class RegistryStack(Stack):
@@ -91,8 +86,8 @@ class RegistryStack(Stack):
         )
         resource = repository.node.default_child
         assert isinstance(resource, ecr.CfnRepository)
-        # The tool's policy text itself: a repository it created and this stack adopted shows
-        # no drift.
+        # The policy text `suite push` gives a repository it creates: one it created and this
+        # stack adopted shows no drift.
         resource.lifecycle_policy = ecr.CfnRepository.LifecyclePolicyProperty(
             lifecycle_policy_text=json.dumps(LIFECYCLE_POLICY)
         )

@@ -10,7 +10,7 @@ from infra.checks import acknowledge_nag, acknowledge_wildcard
 from infra.config import EnvConfig
 from infra.platform import PlatformStack
 from infra.service_config import ServiceProps
-from servicekit.spec import QueueTrigger
+from suite_contract.spec import QueueTrigger
 
 __all__ = ["TaskRole", "service_role"]
 

@@ -13,7 +13,7 @@ from constructs import Construct
 
 from infra.alarms import running_tasks
 from infra.service_config import ServiceProps
-from servicekit.spec import QueueTrigger, ScalingSpec
+from suite_contract.spec import QueueTrigger, ScalingSpec
 
 __all__ = ["Scaling"]
 

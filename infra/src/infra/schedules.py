@@ -10,9 +10,7 @@ service's firings queue (``FIRINGS_QUEUE_URL``), which the service consumes
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Protocol
 
 from aws_cdk import Duration, TimeZone
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -26,17 +24,13 @@ from constructs import Construct
 from infra.alarms import AlarmTopic
 from infra.checks import SSE_SQS, acknowledge_nag, skip_checkov
 from infra.names import pascal
-from servicekit.scheduling import FiringsQueue
-from servicekit.spec import EnvironmentNames, ScheduleTrigger
+from servicekit.scheduling import FiringsQueue, load_registry
+from suite_contract.spec import EnvironmentNames, ScheduleTrigger
 
 __all__ = ["ScheduledJob", "ScheduledJobs", "load_schedules"]
 
 SCHEDULE_RETRIES = 3
 SCHEDULE_MAX_EVENT_AGE = Duration.minutes(15)
-
-
-class _Registry(Protocol):
-    def export(self) -> list[dict[str, object]]: ...
 
 
 @dataclass(frozen=True)
@@ -50,18 +44,9 @@ class ScheduledJob:
 
 
 def load_schedules(trigger: ScheduleTrigger) -> list[ScheduledJob]:
-    """Import ``module:attribute`` and export its jobs; a missing registry names the spec's value.
-
-    Importing declares the jobs (and validates their schedules) without connecting anywhere:
-    the registry modules keep AWS and settings out of import time.
-    """
-    module_name, _, attribute = trigger.registry.partition(":")
-    try:
-        registry: _Registry = getattr(importlib.import_module(module_name), attribute or "registry")
-    except (ImportError, AttributeError) as error:
-        raise ValueError(
-            f"schedule registry {trigger.registry!r} cannot be loaded: {error}"
-        ) from error
+    """The jobs of the registry the spec names; a bad one raises naming the spec's value
+    (:class:`servicekit.scheduling.InvalidRegistry`). Importing connects nowhere: the registry
+    modules keep AWS and settings out of import time."""
     return [
         ScheduledJob(
             name=str(entry["name"]),
@@ -70,7 +55,7 @@ def load_schedules(trigger: ScheduleTrigger) -> list[ScheduledJob]:
             timeout_seconds=float(str(entry["timeout_seconds"])),
             description=str(entry.get("description", "")),
         )
-        for entry in registry.export()
+        for entry in load_registry(trigger.registry).export()
     ]
 
 

@@ -30,7 +30,7 @@ from infra.schedules import ScheduledJobs
 from infra.service_alarms import below_desired_alarm, load_balancer_alarms
 from infra.service_config import ServiceProps, service_parameters
 from infra.task_definition import APP_CONTAINER, ServiceTaskDefinition
-from servicekit.spec import EnvironmentNames, Exposure, ScheduleTrigger, ServiceSpec
+from suite_contract.spec import EnvironmentNames, Exposure, ScheduleTrigger, ServiceSpec
 
 __all__ = ["ServiceStack"]
 

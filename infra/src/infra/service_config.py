@@ -12,7 +12,7 @@ from constructs import Construct
 from infra.config import EnvConfig
 from infra.names import pascal
 from infra.platform import PlatformStack
-from servicekit.spec import Exposure, HttpTrigger, QueueTrigger, ServiceSpec
+from suite_contract.spec import Exposure, HttpTrigger, QueueTrigger, ServiceSpec
 
 __all__ = [
     "OTLP_ENDPOINT",

@@ -15,7 +15,7 @@ from constructs import Construct
 from infra.edge import LoadBalancer
 from infra.names import pascal
 from infra.network import HTTPS_PORT
-from servicekit.spec import Exposure, ServiceSpec
+from suite_contract.spec import Exposure, ServiceSpec
 
 __all__ = ["connect_services", "task_security_groups"]
 

@@ -12,10 +12,11 @@ from constructs import Construct
 
 from infra.checks import acknowledge_nag, acknowledge_wildcard
 from infra.config import EnvConfig
-from infra.registry import ECR_PUBLIC_PREFIX, repository_name
+from infra.registry import ECR_PUBLIC_PREFIX
 from infra.roles import service_role
 from infra.service_config import OTLP_HTTP_PORT, ServiceProps, app_environment
-from servicekit.spec import ServiceSpec
+from suite_contract.ecr import repository_name
+from suite_contract.spec import ServiceSpec
 
 __all__ = ["APP_CONTAINER", "ServiceTaskDefinition"]
 

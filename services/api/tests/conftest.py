@@ -24,9 +24,9 @@ from api.main import create_app
 from issuer import Issuer, IssuerConfig, serving
 from jobs import migrations
 from servicekit import aws
-from servicekit.spec import ServiceSpec, load_spec
 from servicekit.testing import Database, MotoServer, wait_until
 from servicekit.testing.moto import free_port
+from suite_contract.spec import ServiceSpec, load_spec
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 APP, ENV = "suite", "test"

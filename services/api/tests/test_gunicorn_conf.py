@@ -23,8 +23,8 @@ import pytest
 
 from api import gunicorn_conf
 from servicekit import aws
-from servicekit.spec import ServiceSpec
 from servicekit.testing import PostgresCluster, wait_until
+from suite_contract.spec import ServiceSpec
 
 
 def test_the_timeouts_fit_the_alb_and_ecs(spec: ServiceSpec) -> None:

@@ -28,7 +28,6 @@ from jobs import migrations, repository
 from jobs.types import JOB_TYPES
 from servicekit import aws
 from servicekit.lifecycle import ShutdownBudget
-from servicekit.spec import load_spec
 from servicekit.testing import (
     Database,
     MotoServer,
@@ -40,6 +39,7 @@ from servicekit.testing import (
     wait_until,
 )
 from servicekit.testing.moto import free_port
+from suite_contract.spec import load_spec
 from worker import handlers
 from worker.settings import Settings
 

@@ -44,6 +44,7 @@ check their context.) A firing received while stopping is handed back to the que
 from __future__ import annotations
 
 import contextvars
+import importlib
 import logging
 import math
 import os
@@ -82,6 +83,7 @@ __all__ = [
     "Firing",
     "FiringsQueue",
     "InvalidJob",
+    "InvalidRegistry",
     "JobCancelled",
     "JobContext",
     "JobDefinition",
@@ -91,6 +93,7 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "Runner",
+    "load_registry",
     "send_firing",
     "serve",
 ]
@@ -259,6 +262,31 @@ class JobRegistry(Generic[D]):
                 "a registry allowing rate(N seconds) is for tests; EventBridge lacks it"
             )
         return [job.export() for job in sorted(self, key=lambda job: job.name)]
+
+
+class InvalidRegistry(ValueError):
+    """A ``module:attribute`` registry reference that does not lead to a valid registry."""
+
+
+def load_registry(reference: str) -> JobRegistry[Any]:
+    """The registry ``module:attribute`` names (``registry`` when no attribute is given).
+
+    The one reading of a scheduled service's ``[trigger] registry``: the service runs it, the
+    infra exports its schedules at synthesis and the compose init step sizes the firings queue
+    from it. Importing declares the jobs, validating them, and connects nowhere.
+    """
+    module_name, _, attribute = reference.partition(":")
+    try:
+        registry = getattr(importlib.import_module(module_name), attribute or "registry")
+    except InvalidJob as error:
+        raise InvalidRegistry(f"registry {reference}: {error}") from None
+    except (ImportError, AttributeError) as error:
+        raise InvalidRegistry(f"registry {reference} cannot be loaded: {error}") from None
+    if not isinstance(registry, JobRegistry):
+        raise InvalidRegistry(
+            f"registry {reference} is a {type(registry).__name__}, not a JobRegistry"
+        )
+    return registry
 
 
 class Firing(BaseModel):

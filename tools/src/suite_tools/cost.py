@@ -22,7 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from servicekit import aws
-from servicekit.spec import CapacityProvider, CapacityProviderItem, ServiceSpec
+from suite_contract.spec import CapacityProvider, CapacityProviderItem, ServiceSpec
 from suite_tools.errors import CommandError
 
 __all__ = ["Prices", "estimate", "load_prices", "render", "spread"]

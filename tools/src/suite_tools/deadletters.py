@@ -26,7 +26,7 @@ from uuid import UUID
 
 from servicekit import aws
 from servicekit.consumer import POISON_REASON_ATTRIBUTE
-from servicekit.spec import QueueTrigger
+from suite_contract.spec import QueueTrigger
 from suite_tools.deployed import Deployed, call, instant
 from suite_tools.errors import CommandError
 from suite_tools.jobrun import scheduler_service

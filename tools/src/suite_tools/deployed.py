@@ -11,7 +11,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from servicekit import aws
-from servicekit.spec import EnvironmentNames, ServiceSpec
+from suite_contract.spec import EnvironmentNames, ServiceSpec
 from suite_tools.errors import CommandError, aws_error
 from suite_tools.release import UNDER_WAY
 from suite_tools.specs import repository_root, select_specs

@@ -32,7 +32,7 @@ import docker
 from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 
-from servicekit.spec import DeploymentStrategy, ServiceSpec
+from suite_contract.spec import DeploymentStrategy, ServiceSpec
 from suite_tools.errors import CommandError
 from suite_tools.local import GREEN, docker_binary
 

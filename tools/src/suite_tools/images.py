@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from docker.utils.json_stream import json_stream
 
 from servicekit import aws
+from suite_contract.ecr import LIFECYCLE_POLICY, repository_name
 from suite_tools.buildkit import TraceRenderer, decode_status
 from suite_tools.context import Ignore, context_tar
 from suite_tools.errors import CommandError, aws_error
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_APP",
-    "LIFECYCLE_POLICY",
     "PushedImage",
     "Registry",
     "build",
@@ -54,31 +54,6 @@ __all__ = [
 
 DEFAULT_APP = "suite"
 Write = Callable[[str], None]
-
-# The same rules the infra gives the repositories it declares (infra/src/infra/registry.py).
-# Deployments pin digests, so an image still running must never expire: 50 images reach back
-# further than any rollback.
-LIFECYCLE_POLICY: Mapping[str, Any] = {
-    "rules": [
-        {
-            "rulePriority": 1,
-            "description": "untagged layers of failed or superseded pushes",
-            "selection": {
-                "tagStatus": "untagged",
-                "countType": "sinceImagePushed",
-                "countUnit": "days",
-                "countNumber": 7,
-            },
-            "action": {"type": "expire"},
-        },
-        {
-            "rulePriority": 2,
-            "description": "keep the last 50 images: rollbacks reach far enough back",
-            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 50},
-            "action": {"type": "expire"},
-        },
-    ]
-}
 
 _NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")  # one ECR repository path component
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # the OCI distribution spec's tag
@@ -370,7 +345,7 @@ def _local_image(
     write: Write,
 ) -> str:
     """The ID of the image to push: built now, or the one ``suite build`` left."""
-    local = f"{app}/{service}:{sha}"
+    local = f"{repository_name(app, service)}:{sha}"
     if build_image:
         return _build_one(
             client.api, root, service, local, sha=sha, build_args=build_args, write=write
@@ -487,7 +462,7 @@ def build(
     with _engine_calls():
         api = _engine().api
         for service in names:
-            reference = f"{app}/{service}:{tag}"
+            reference = f"{repository_name(app, service)}:{tag}"
             _build_one(api, root, service, reference, sha=sha, build_args=build_args, write=write)
             built[service] = reference
     return built
@@ -526,7 +501,7 @@ def push(
     ecr: ECRClient = aws.client("ecr")
     target = _registry(ecr, registry)
     for service in names:
-        repository = f"{app}/{service}"
+        repository = repository_name(app, service)
         if _ensure_repository(ecr, repository, write):
             _refuse_taken_tags(ecr, repository, tags)
 
@@ -549,7 +524,7 @@ def push(
         }
         pushed = []
         for service in names:
-            repository = f"{app}/{service}"
+            repository = repository_name(app, service)
             digests = {
                 _push_one(
                     api,

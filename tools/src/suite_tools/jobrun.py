@@ -24,7 +24,7 @@ from typing import Any
 from servicekit import aws
 from servicekit.cron import parse
 from servicekit.scheduling import Firing
-from servicekit.spec import ScheduleTrigger
+from suite_contract.spec import ScheduleTrigger
 from suite_tools.deployed import Deployed, call, error_code, pages
 from suite_tools.errors import CommandError
 from suite_tools.logs import LogQuery, filtered

@@ -21,7 +21,7 @@ import psycopg
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from servicekit.spec import EnvironmentNames, QueueTrigger, ServiceSpec
+from suite_contract.spec import EnvironmentNames, QueueTrigger, ServiceSpec
 from suite_tools.deployed import instant
 from suite_tools.errors import CommandError
 

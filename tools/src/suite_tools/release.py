@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from servicekit import aws
-from servicekit.spec import ServiceSpec
+from suite_contract.spec import ServiceSpec
 from suite_tools.errors import CommandError, aws_error
 from suite_tools.specs import repository_root, select_specs
 

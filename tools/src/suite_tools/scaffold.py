@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from servicekit.spec import (
+from suite_contract.spec import (
     EnvironmentNames,
     Exposure,
     QueueTrigger,
@@ -395,7 +395,7 @@ def _spec(folder: Path, renamer: Renamer, queues: set[str]) -> ServiceSpec:
     if fields:
         raise CommandError(
             f"the new spec's {', '.join(fields)} still names {renamer.old!r} (a default in "
-            "servicekit.spec this command does not rename)"
+            "suite_contract.spec this command does not rename)"
         )
     return spec
 

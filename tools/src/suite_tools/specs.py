@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from servicekit.spec import ServiceSpec, find_repository_root, load_specs
+from suite_contract.spec import ServiceSpec, find_repository_root, load_specs
 from suite_tools.errors import CommandError
 
 __all__ = ["repository_root", "select_specs"]

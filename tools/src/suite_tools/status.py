@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from servicekit import aws
 from servicekit.cron import ScheduleError, parse
-from servicekit.spec import QueueTrigger, ScheduleTrigger, ServiceSpec
+from suite_contract.spec import QueueTrigger, ScheduleTrigger, ServiceSpec
 from suite_tools.deployed import Deployed, call, error_code, instant, pages
 from suite_tools.errors import aws_error
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from servicekit import aws
-from servicekit.spec import EnvironmentNames
 from servicekit.testing.moto import free_port
 from servicekit.testing.polling import wait_until
+from suite_contract.spec import EnvironmentNames
 
 __all__ = [
     "BASE_IMAGE",
@@ -450,7 +450,7 @@ class DeployedSuite:
     rolling service of one task with its firings queue and DLQ, an EventBridge Scheduler group
     with one schedule per job whose target is the one the infra writes (the firings queue, the
     firing with the scheduled-time placeholder, the schedules' DLQ); a log group per service.
-    Names are the infra's (``servicekit.spec.EnvironmentNames``).
+    Names are the infra's (``suite_contract.spec.EnvironmentNames``).
     """
 
     JOBS: ClassVar[dict[str, str]] = {

@@ -35,7 +35,6 @@ failure, and must not page anyone; the log line tells the cases apart.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -59,17 +58,13 @@ from servicekit.health import HealthRegistry
 from servicekit.lifecycle import Lifecycle
 from servicekit.metrics import Metrics
 from servicekit.process import EXIT_CONFIGURATION, ServiceProcess, run_service
-from servicekit.scheduling import InvalidJob, JobRegistry, Runner, RunStore, serve
+from servicekit.scheduling import JobRegistry, Runner, RunStore, load_registry, serve
 
 __all__ = ["DEFAULT_REGISTRY", "main"]
 
 DEFAULT_REGISTRY = "scheduler.jobs:registry"
 
 logger = logging.getLogger("scheduler")
-
-
-class _RegistryError(Exception):
-    """The registry named on the command line cannot be used."""
 
 
 def _instant(text: str) -> datetime:
@@ -111,20 +106,6 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument("--since", type=_instant, help="only jobs dead at or after this time")
     redrive.add_argument("--limit", type=int, default=100, help="at most this many (%(default)s)")
     return parser
-
-
-def load_registry(spec: str) -> JobRegistry[Resources]:
-    """Import ``MODULE:ATTRIBUTE``; an invalid job declaration fails here, naming the job."""
-    module_name, _, attribute = spec.partition(":")
-    try:
-        registry = getattr(importlib.import_module(module_name), attribute or "registry")
-    except InvalidJob as error:
-        raise _RegistryError(f"registry {spec}: {error}") from None
-    except (ImportError, AttributeError) as error:
-        raise _RegistryError(f"registry {spec} cannot be loaded: {error}") from None
-    if not isinstance(registry, JobRegistry):
-        raise _RegistryError(f"registry {spec} is a {type(registry).__name__}, not a JobRegistry")
-    return registry
 
 
 def _print_schedules(registry: JobRegistry[Resources], as_json: bool) -> None:
@@ -217,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # No logging set up and nothing but the schedules on stdout: a build reads it.
         try:
             _print_schedules(load_registry(args.registry), args.json)
-        except (_RegistryError, ValueError) as error:
+        except ValueError as error:
             print(f"scheduler: {error}", file=sys.stderr)
             return EXIT_CONFIGURATION
         return 0
@@ -256,12 +237,12 @@ def _start(args: argparse.Namespace, process: ServiceProcess) -> int:
     if args.command == "redrive-dead":
         return _redrive(args, process.load(Settings))
     try:
-        registry = load_registry(args.registry)
+        registry: JobRegistry[Resources] = load_registry(args.registry)
         if args.command == "run":
             job = registry.get(args.job)
             if args.slot is not None:
                 job.slot_at(args.slot)  # a slot before the schedule's first fire time is usage
-    except (_RegistryError, KeyError, ValueError) as error:
+    except (KeyError, ValueError) as error:
         logger.critical("%s", error.args[0] if isinstance(error, KeyError) else error)
         return EXIT_CONFIGURATION
     settings = process.load(Settings)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from servicekit.spec import (
+from suite_contract.spec import (
     BlueGreenController,
     CapacityProvider,
     DeploymentStrategy,
