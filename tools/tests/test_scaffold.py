@@ -251,8 +251,8 @@ def test_compose_gets_a_block_per_service_and_keeps_every_other_line(generated: 
     assert services["orders-api-green"]["extends"] == "orders-api"
     assert services["email-worker"]["deploy"] == {"replicas": "${EMAIL_WORKER_REPLICAS:-2}"}
     assert (
-        '+     environment: {<<: *app, SERVICE_NAME: email-worker, PORT: "8080", HEALTH_PATH: '
-        '/health, QUEUE_URL: "http://moto:5000/123456789012/suite-development-email-worker"}'
+        '+     environment: {<<: *app, SERVICE_NAME: "email-worker", PORT: "8080", HEALTH_PATH: '
+        '"/health", QUEUE_URL: "http://moto:5000/123456789012/suite-development-email-worker"}'
     ) in changes
     code, output = Child(generated.root, *PYTEST, "tests/test_compose_spec.py").finish()
     assert code == 0, output

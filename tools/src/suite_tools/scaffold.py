@@ -26,7 +26,7 @@ import sys
 import tempfile
 import tokenize
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -71,9 +71,6 @@ _MODULE_AFTER = re.compile(r"[.:][A-Za-z_]")
 # Replicas on a laptop: a spec's task count above this is capped (docker-compose.yml's examples).
 LAPTOP_REPLICAS = 2
 _PORT_DEFAULT = re.compile(r"(?:\$\{\w+:-(\d+)\}|(\d+)):\d+$")
-# What YAML reads as something other than the same string when written plain.
-_PLAIN = re.compile(r"[A-Za-z/][\w/.-]*")
-_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
 
 
 def _normalize(distribution: str) -> str:
@@ -109,7 +106,22 @@ class Renamer:
     def text(self, text: str, modules: dict[str, str]) -> str:
         """A file's words (code, strings and prose alike: the examples use neither name as an
         identifier of their own); ``modules`` maps renamed module names (old -> new)."""
-        return _apply(text, self._word_edits(text, 0, len(text), modules))
+        words = sorted({self.old, self.old_package, *modules}, key=len, reverse=True)
+        pattern = re.compile(r"(?<![\w.\-])(?:" + "|".join(map(re.escape, words)) + r")(?![\w\-])")
+
+        def replace(match: re.Match[str]) -> str:
+            word = match.group()
+            if word in modules:
+                return modules[word]
+            before = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
+            module = (
+                _MODULE_AFTER.match(text, match.end()) is not None
+                or before.endswith("src/")
+                or _MODULE_BEFORE.search(before) is not None
+            )
+            return self.new_package if module else self.new
+
+        return pattern.sub(replace, text)
 
     def python(self, source: str, modules: dict[str, str]) -> str:
         """A Python file's words, its prose lines that grew wrapped; the result must parse."""
@@ -117,24 +129,6 @@ class Renamer:
         # A name used as an identifier would now be a hyphenated word (or a clash): refused.
         ast.parse(renamed)
         return _reflow(renamed, self.width)
-
-    def _word_edits(
-        self, text: str, start: int, end: int, modules: dict[str, str]
-    ) -> Iterator[tuple[int, int, str]]:
-        words = sorted({self.old, self.old_package, *modules}, key=len, reverse=True)
-        pattern = re.compile(r"(?<![\w.\-])(?:" + "|".join(map(re.escape, words)) + r")(?![\w\-])")
-        for match in pattern.finditer(text, start, end):
-            word = match.group()
-            if word in modules:
-                yield match.start(), match.end(), modules[word]
-                continue
-            before = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
-            module = (
-                _MODULE_AFTER.match(text, match.end()) is not None
-                or before.endswith("src/")
-                or _MODULE_BEFORE.search(before) is not None
-            )
-            yield match.start(), match.end(), self.new_package if module else self.new
 
 
 def _apply(text: str, edits: Iterable[tuple[int, int, str]]) -> str:
@@ -301,15 +295,6 @@ def _copy(source: Path, target: Path, renamer: Renamer) -> None:
     shutil.rmtree(staging)
 
 
-def _quoted_list(values: list[str]) -> str:
-    """``["a", "b"]``: the same in TOML and YAML."""
-    return "[" + ", ".join(_quoted(v) for v in values) + "]"
-
-
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _spec(folder: Path, renamer: Renamer, queues: set[str]) -> ServiceSpec:
     """The renamed spec, with a queue of its own and no default that names the example."""
     path = folder / "service.toml"
@@ -319,7 +304,7 @@ def _spec(folder: Path, renamer: Renamer, queues: set[str]) -> ServiceSpec:
         if renamer.new in queues or f"{renamer.new}-dlq" in queues:
             raise CommandError(f"{renamer.new!r} is taken: a queue of that name exists")
         # One line to change, and the spec read back says it was the trigger's.
-        text, count = re.subn(r"(?m)^queue\s*=.*$", f"queue = {_quoted(renamer.new)}", text)
+        text, count = re.subn(r"(?m)^queue\s*=.*$", f"queue = {json.dumps(renamer.new)}", text)
         path.write_text(text)
         spec = _load(path)
         if count != 1 or getattr(spec.trigger, "queue", None) != renamer.new:
@@ -489,8 +474,9 @@ def _render(
         f"    build: {{<<: *build, args: {{<<: *build-args, SERVICE: {name}}}}}",
     ]
     if spec.command != [name]:
-        lines.append(f"    command: {_quoted_list(spec.command)}")
-    pairs = ", ".join(f"{key}: {_scalar(value)}" for key, value in environment.items())
+        lines.append(f"    command: {json.dumps(spec.command)}")
+    # JSON's strings and lists are YAML's too, and never read as anything but themselves.
+    pairs = ", ".join(f"{key}: {json.dumps(value)}" for key, value in environment.items())
     lines.append(f"    environment: {{<<: *app, {pairs}}}")
     if spec.task.desired_count > 1:
         # The spec's count, capped for a laptop's cores as the examples are (the parity test).
@@ -544,13 +530,6 @@ def _load_balancer_blocks(spec: ServiceSpec, example_lb: dict[str, Any], host_po
 def _variable(name: str) -> str:
     """The prefix of a service's compose variables: ``my-service`` -> ``MY_SERVICE``."""
     return name.upper().replace("-", "_")
-
-
-def _scalar(value: str) -> str:
-    """A string as YAML that reads back as that string (double quotes when plain would not)."""
-    if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
-        return value
-    return _quoted(value)
 
 
 def _compose_text(
