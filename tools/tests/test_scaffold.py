@@ -251,8 +251,8 @@ def test_compose_gets_a_block_per_service_and_keeps_every_other_line(generated: 
     assert services["orders-api-green"]["extends"] == "orders-api"
     assert services["email-worker"]["deploy"] == {"replicas": "${EMAIL_WORKER_REPLICAS:-2}"}
     assert (
-        '+     environment: {<<: *app, SERVICE_NAME: email-worker, PORT: "8080", HEALTH_PATH: '
-        '/health, QUEUE_URL: "http://moto:5000/123456789012/suite-development-email-worker"}'
+        '+     environment: {<<: *app, SERVICE_NAME: "email-worker", PORT: "8080", HEALTH_PATH: '
+        '"/health", QUEUE_URL: "http://moto:5000/123456789012/suite-development-email-worker"}'
     ) in changes
     code, output = Child(generated.root, *PYTEST, "tests/test_compose_spec.py").finish()
     assert code == 0, output
@@ -366,7 +366,6 @@ def test_module_references_get_the_package_and_the_rest_the_service_name() -> No
 
 from scheduler.cli import main
 
-scheduler = main  # a local name keeps its name
 REGISTRY = "scheduler.jobs:registry"
 ARGS = [sys.executable, "-m", "scheduler", "run"]
 logger = logging.getLogger("scheduler")
@@ -382,7 +381,6 @@ other.scheduler = scheduler_test_jobs
         "\n"
         "from nightly_reports.cli import main\n"
         "\n"
-        "scheduler = main  # a local name keeps its name\n"
         'REGISTRY = "nightly_reports.jobs:registry"\n'
         'ARGS = [sys.executable, "-m", "nightly_reports", "run"]\n'
         'logger = logging.getLogger("nightly-reports")\n'
@@ -395,6 +393,12 @@ other.scheduler = scheduler_test_jobs
 def test_a_name_bound_by_import_is_renamed_where_it_is_used() -> None:
     renamed = Renamer("api", "orders-api").python("import api.main\n\napp = api.main.app\n", {})
     assert renamed == "import orders_api.main\n\napp = orders_api.main.app\n"
+
+
+def test_an_example_using_its_name_as_an_identifier_is_refused() -> None:
+    # "email-worker = ..." would not parse: the examples keep the name out of their code.
+    with pytest.raises(SyntaxError):
+        Renamer("worker", "email-worker").python("worker = start()\n", {})
 
 
 def test_prose_that_grows_past_the_line_length_is_wrapped_into_its_paragraph() -> None:

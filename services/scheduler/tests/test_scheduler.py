@@ -72,13 +72,13 @@ class Env:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        scheduler = Scheduler(process, log)
-        self.started.append(scheduler)
-        return scheduler
+        child = Scheduler(process, log)
+        self.started.append(child)
+        return child
 
     def run(self, *args: str, **settings: str) -> tuple[int, Scheduler]:
-        scheduler = self.start(*args, **settings)
-        return scheduler.wait(), scheduler
+        child = self.start(*args, **settings)
+        return child.wait(), child
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.database.conninfo(), autocommit=True) as conn:
@@ -108,14 +108,14 @@ def env(aws_env: MotoServer, migrated_db: Database, tmp_path: Path) -> Iterator[
     scheduler_env = Env(migrated_db, queue_url, firings_url, environ, tmp_path, [])
     scheduler_env.query("CREATE TABLE ticks (job text, slot timestamptz, pid integer)")
     yield scheduler_env
-    for scheduler in scheduler_env.started:
-        if scheduler.process.poll() is None:
-            scheduler.process.kill()
-            scheduler.process.wait(timeout=10)
+    for child in scheduler_env.started:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.wait(timeout=10)
 
 
-def healthy(port: int, scheduler: Scheduler) -> bool:
-    assert scheduler.process.poll() is None, scheduler.log.read_text()
+def healthy(port: int, child: Scheduler) -> bool:
+    assert child.process.poll() is None, child.log.read_text()
     return answers_ok(f"http://127.0.0.1:{port}/health")
 
 
@@ -137,17 +137,17 @@ def test_two_serve_processes_run_each_slot_once(env: Env) -> None:
         )
         for port in ports
     ]
-    for port, scheduler in zip(ports, schedulers, strict=True):
-        wait_until(partial(healthy, port, scheduler), 45, f"serving on {port}")
+    for port, child in zip(ports, schedulers, strict=True):
+        wait_until(partial(healthy, port, child), 45, f"serving on {port}")
     both_up = datetime.now(UTC)
 
     def slots_since_both_up() -> int:
         return len(env.query("SELECT 1 FROM ticks WHERE slot > %s", both_up))
 
     wait_until(lambda: slots_since_both_up() >= 5, 45, "five slots with both serving")
-    for scheduler in schedulers:
-        scheduler.process.send_signal(signal.SIGTERM)
-    assert [scheduler.wait() for scheduler in schedulers] == [0, 0]
+    for child in schedulers:
+        child.process.send_signal(signal.SIGTERM)
+    assert [child.wait() for child in schedulers] == [0, 0]
 
     ticks = env.query("SELECT slot, count(*) FROM ticks GROUP BY slot HAVING count(*) > 1")
     assert ticks == [], "a slot ran more than once"
@@ -157,29 +157,29 @@ def test_two_serve_processes_run_each_slot_once(env: Env) -> None:
     ]
     assert {status for _, status, _ in recorded} == {"succeeded"}
     # Both fired the same slots: each lost some of them to the other's lock.
-    messages = [message for scheduler in schedulers for message in scheduler.messages()]
+    messages = [message for child in schedulers for message in child.messages()]
     assert SKIPPED in messages
-    assert all("stopped" in scheduler.messages() for scheduler in schedulers)
+    assert all("stopped" in child.messages() for child in schedulers)
 
 
 def test_firings_run_their_slot_once_on_the_service(env: Env) -> None:
     # As in AWS: no clock of its own; EventBridge Scheduler (here: the test) sends the firings.
     port = free_port()
-    scheduler = env.start("serve", HEALTH_PORT=str(port))
-    wait_until(partial(healthy, port, scheduler), 45, "serving")
+    child = env.start("serve", HEALTH_PORT=str(port))
+    wait_until(partial(healthy, port, child), 45, "serving")
     send_firing(env.firings_url, "tick", datetime(2026, 3, 6, 10, tzinfo=UTC))
     # A duplicate delivery, a few seconds late: the same slot.
     send_firing(env.firings_url, "tick", datetime(2026, 3, 6, 10, 0, 40, tzinfo=UTC))
     send_firing(env.firings_url, "boom", datetime(2026, 3, 6, 10, tzinfo=UTC))
     wait_until(lambda: queue_counts(env.firings_url) == (0, 0), 45, "the firings handled")
-    scheduler.process.send_signal(signal.SIGTERM)
-    assert scheduler.wait() == 0
+    child.process.send_signal(signal.SIGTERM)
+    assert child.wait() == 0
 
     assert env.query("SELECT count(*) FROM ticks") == [(1,)]
     assert runs(env, "tick") == [(datetime(2026, 3, 6, 10, tzinfo=UTC), "succeeded", None)]
     assert runs(env, "boom")[0][1:] == ("failed", "RuntimeError: boom on purpose")
-    assert SKIPPED in scheduler.messages()
-    failed = [line for line in scheduler.lines() if "ScheduledRuns" in line]
+    assert SKIPPED in child.messages()
+    failed = [line for line in child.lines() if "ScheduledRuns" in line]
     assert sorted((line["job"], line["status"]) for line in failed) == [
         ("boom", "failed"),
         ("tick", "succeeded"),
@@ -228,12 +228,12 @@ def test_run_twice_for_one_slot_runs_once(env: Env) -> None:
 
 
 def test_a_failing_job_exits_1_and_is_recorded_failed(env: Env) -> None:
-    code, scheduler = env.run("run", "boom", "--slot", SLOT)
+    code, child = env.run("run", "boom", "--slot", SLOT)
 
     assert code == 1
     [(_, status, error)] = runs(env, "boom")
     assert (status, error) == ("failed", "RuntimeError: boom on purpose")
-    lines = [line for line in scheduler.lines() if line.get("status") == "failed"]
+    lines = [line for line in child.lines() if line.get("status") == "failed"]
     # The log line, and the EMF document CloudWatch turns into the ScheduledRuns metric.
     assert [(line["job"], "ScheduledRuns" in line) for line in lines] == [
         ("boom", False),
@@ -242,11 +242,11 @@ def test_a_failing_job_exits_1_and_is_recorded_failed(env: Env) -> None:
 
 
 def test_sigterm_stops_a_running_job_and_records_it(env: Env) -> None:
-    scheduler = env.start("run", "slow", "--slot", SLOT, STOP_GRACE="10")
+    child = env.start("run", "slow", "--slot", SLOT, STOP_GRACE="10")
     wait_until(lambda: env.query("SELECT 1 FROM ticks"), 45, "the slow job started")
-    scheduler.process.send_signal(signal.SIGTERM)
+    child.process.send_signal(signal.SIGTERM)
 
-    assert scheduler.wait() == 1
+    assert child.wait() == 1
     [(_, status, error)] = runs(env, "slow")
     assert (status, error) == ("interrupted", "the process is stopping")
 
@@ -260,9 +260,9 @@ def test_an_invalid_schedule_fails_at_import_naming_the_job(
         importlib.import_module("scheduler_bad_jobs")
 
     for command in (["schedules"], ["run", "nightly-report"]):
-        code, scheduler = env.run(*command, SCHEDULER_REGISTRY="scheduler_bad_jobs:registry")
+        code, child = env.run(*command, SCHEDULER_REGISTRY="scheduler_bad_jobs:registry")
         assert code == 2
-        assert expected in scheduler.log.read_text()
+        assert expected in child.log.read_text()
     assert env.query("SELECT count(*) FROM schedule_runs") == [(0,)]
 
 
@@ -288,8 +288,8 @@ def test_outbox_sweep_sends_a_job_whose_send_failed(env: Env) -> None:
     assert enqueued_at(env, job_id) is None
     assert runs(env, "outbox-sweep")[0][1] == "failed"
 
-    code, scheduler = env.run("run", "outbox-sweep", "--slot", "2026-03-06T10:01:00Z", **default)
-    assert code == 0, scheduler.log.read_text()
+    code, child = env.run("run", "outbox-sweep", "--slot", "2026-03-06T10:01:00Z", **default)
+    assert code == 0, child.log.read_text()
     assert enqueued_at(env, job_id) is not None
     received = aws.client("sqs").receive_message(
         QueueUrl=env.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
@@ -359,8 +359,8 @@ def test_resend_lost_sends_again_a_job_whose_message_outlived_the_queue(env: Env
         "OUTBOX_MIN_AGE": "0",
     }
 
-    code, scheduler = env.run("run", "resend-lost", "--slot", SLOT, **settings)
-    assert code == 0, scheduler.log.read_text()
+    code, child = env.run("run", "resend-lost", "--slot", SLOT, **settings)
+    assert code == 0, child.log.read_text()
     assert job_row(env, lost) == ("queued", 0, None, None)
     assert job_row(env, recent)[3] is not None
 
@@ -388,8 +388,8 @@ def test_dead_letters_mark_their_jobs_dead_and_chosen_ones_are_redriven(env: Env
     sqs.send_message(QueueUrl=dlq_url, MessageBody="not a job")
     settings = {"SCHEDULER_REGISTRY": "scheduler.jobs:registry", "QUEUE_URL": queue_url}
 
-    code, scheduler = env.run("run", "reconcile-dlq", "--slot", SLOT, **settings)
-    assert code == 0, scheduler.log.read_text()
+    code, child = env.run("run", "reconcile-dlq", "--slot", SLOT, **settings)
+    assert code == 0, child.log.read_text()
     assert job_row(env, exhausted)[:3] == (
         "dead",
         2,
@@ -458,6 +458,6 @@ def test_schedules_export_for_the_infrastructure(env: Env) -> None:
 
 
 def test_slot_argument_needs_a_timezone(env: Env) -> None:
-    code, scheduler = env.run("run", "tick", "--slot", "2026-03-06T10:00:00")
+    code, child = env.run("run", "tick", "--slot", "2026-03-06T10:00:00")
     assert code == 2
-    assert "has no timezone" in scheduler.log.read_text()
+    assert "has no timezone" in child.log.read_text()

@@ -203,13 +203,13 @@ def start_worker() -> Iterator[Callable[[WorkerEnv], WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(env: WorkerEnv) -> WorkerProcess:
-        worker = WorkerProcess(env.environ)
-        started.append(worker)
-        return worker.start()
+        child = WorkerProcess(env.environ)
+        started.append(child)
+        return child.start()
 
     yield start
-    for worker in started:
-        worker.stop()
+    for child in started:
+        child.stop()
 
 
 StartWorker = Callable[[WorkerEnv], WorkerProcess]
@@ -248,21 +248,21 @@ def test_sigterm_finishes_running_jobs_and_releases_the_rest(
 ) -> None:
     env = make_env(visibility=30, CONCURRENCY="2", MAX_IN_FLIGHT="8")
     ids = env.submit("sleep", {"seconds": 2}, count=8)
-    worker = start_worker(env)
+    child = start_worker(env)
     wait_until(
-        lambda: worker.stats()["running"] == 2 and worker.stats()["in_flight"] == 8,
+        lambda: child.stats()["running"] == 2 and child.stats()["in_flight"] == 8,
         what="two running, six waiting",
     )
     stopped = time.monotonic()
-    worker.signal(signal.SIGTERM)
+    child.signal(signal.SIGTERM)
     # The six waiting messages are visible at once, not after the 30 s visibility timeout.
     wait_until(lambda: env.counts()[0] == 6, timeout=5, what="six released")
-    assert worker.wait(timeout=15) == 0
+    assert child.wait(timeout=15) == 0
     elapsed = time.monotonic() - stopped
     assert elapsed < 10, f"exit took {elapsed:.1f} s, past the grace period"
     assert env.statuses(ids) == {"succeeded": 2, "queued": 6}
     assert env.counts() == (6, 0)
-    assert "worker stopped (SIGTERM)" in worker.output()
+    assert "worker stopped (SIGTERM)" in child.output()
 
 
 def test_poison_goes_to_the_dlq_while_neighbours_are_processed(
@@ -289,10 +289,10 @@ def test_a_succeeded_job_is_not_run_again(
 ) -> None:
     env = make_env()
     ids = env.submit("echo", {"n": 1})
-    worker = start_worker(env)
+    child = start_worker(env)
     wait_until(lambda: env.statuses(ids) == {"succeeded": 1})
     env.send(repository.message_body(env.job(ids[0])))  # a duplicate delivery
-    wait_until(lambda: worker.stats()["processed"] == 2 and env.counts() == (0, 0))
+    wait_until(lambda: child.stats()["processed"] == 2 and env.counts() == (0, 0))
     assert env.job(ids[0]).attempts == 1
     assert env.effects(ids) == {ids[0]: 1}
 
@@ -302,7 +302,7 @@ def test_an_always_failing_job_is_retried_until_its_type_s_max_attempts_then_dea
 ) -> None:
     env = make_env(visibility=30, max_receive=5)
     ids = env.submit("fail", {"reason": "broken on purpose"})
-    worker = start_worker(env)
+    child = start_worker(env)
     # Retries are paced by the 1 s backoff, not the 30 s visibility timeout.
     wait_until(lambda: env.job(ids[0]).status == "dead", timeout=20, what="job dead")
     job = env.job(ids[0])
@@ -310,7 +310,7 @@ def test_an_always_failing_job_is_retried_until_its_type_s_max_attempts_then_dea
     assert (job.error_code, job.error) == ("failed_on_purpose", "broken on purpose")
     wait_until(lambda: env.counts() == (0, 0), what="message deleted")
     assert env.counts(env.dlq_url) == (0, 0), "a dead job's message went on to the DLQ"
-    assert worker.stats()["failed"] == 3
+    assert child.stats()["failed"] == 3
     assert env.effects(ids) == {}
 
 
@@ -323,7 +323,7 @@ def test_a_non_retryable_failure_is_dead_at_once_with_its_code(
     # A payload stored before its model changed: it will never validate, so never retried.
     with env.connect() as conn:
         conn.execute('UPDATE jobs SET payload = \'{"seconds": "soon"}\' WHERE id = %s', (mangled,))
-    worker = start_worker(env)
+    child = start_worker(env)
     wait_until(lambda: env.statuses([*ids, mangled]) == {"dead": 2}, what="both dead")
     failed = env.job(ids[0])
     assert (failed.attempts, failed.error_code, failed.error) == (
@@ -336,7 +336,7 @@ def test_a_non_retryable_failure_is_dead_at_once_with_its_code(
     assert invalid.error == "the payload is not a valid sleep job"
     wait_until(lambda: env.counts() == (0, 0), what="messages deleted")
     assert env.counts(env.dlq_url) == (0, 0)
-    assert worker.stats()["failed"] == 2
+    assert child.stats()["failed"] == 2
 
 
 def test_a_long_job_outlives_the_visibility_timeout_without_redelivery(
@@ -344,40 +344,40 @@ def test_a_long_job_outlives_the_visibility_timeout_without_redelivery(
 ) -> None:
     env = make_env(visibility=1)
     ids = env.submit("sleep", {"seconds": 3})
-    worker = start_worker(env)
+    child = start_worker(env)
     wait_until(lambda: env.statuses(ids) == {"succeeded": 1}, what="long job done")
     assert env.job(ids[0]).attempts == 1, "delivered twice"
     assert env.effects(ids) == {ids[0]: 1}
-    assert worker.stats()["processed"] == 1
+    assert child.stats()["processed"] == 1
 
 
 def test_http_endpoints(
     make_env: Callable[..., WorkerEnv], start_worker: StartWorker, aws_env: MotoServer
 ) -> None:
     env = make_env()
-    worker = start_worker(env)
-    assert worker.get("/health").json() == {"status": "ok", "checks": {"consumer": "ok"}}
-    ready = worker.get("/ready")
+    child = start_worker(env)
+    assert child.get("/health").json() == {"status": "ok", "checks": {"consumer": "ok"}}
+    ready = child.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "sqs": "ok", "lifecycle": "ok"}
-    stats = worker.stats()
+    stats = child.stats()
     assert {"in_flight", "running", "processed", "failed", "poisoned"} <= stats.keys()
-    assert worker.get("/nope").status_code == 404
+    assert child.get("/nope").status_code == 404
     with aws_env.outage():
-        wait_until(lambda: worker.get("/ready").status_code == 503, what="not ready")
-        assert worker.get("/ready").json()["checks"]["sqs"] != "ok"
+        wait_until(lambda: child.get("/ready").status_code == 503, what="not ready")
+        assert child.get("/ready").json()["checks"]["sqs"] != "ok"
         # Liveness does not depend on SQS: an outage must not get the task restarted.
-        assert worker.get("/health").status_code == 200
-    wait_until(lambda: worker.get("/ready").status_code == 200, what="ready again")
+        assert child.get("/health").status_code == 200
+    wait_until(lambda: child.get("/ready").status_code == 200, what="ready again")
 
 
 def test_invalid_configuration_fails_fast(make_env: Callable[..., WorkerEnv]) -> None:
     env = make_env(CONCURRENCY="0")
     del env.environ["QUEUE_URL"]
-    worker = WorkerProcess(env.environ)
+    child = WorkerProcess(env.environ)
     with pytest.raises(AssertionError, match="exited 2") as failure:
-        worker.start()
-    worker.stop()
+        child.start()
+    child.stop()
     assert "QUEUE_URL" in str(failure.value)
     assert "concurrency" in str(failure.value)
 
@@ -385,10 +385,10 @@ def test_invalid_configuration_fails_fast(make_env: Callable[..., WorkerEnv]) ->
 def test_a_stop_timeout_too_short_for_the_shutdown_steps_fails_fast(
     make_env: Callable[..., WorkerEnv],
 ) -> None:
-    worker = WorkerProcess(make_env(STOP_TIMEOUT="8").environ)
+    child = WorkerProcess(make_env(STOP_TIMEOUT="8").environ)
     with pytest.raises(AssertionError, match="exited 2") as failure:
-        worker.start()
-    worker.stop()
+        child.start()
+    child.stop()
     assert "stop_timeout 8 s leaves -1 s for running work" in str(failure.value)
 
 
@@ -441,10 +441,10 @@ def test_a_job_whose_worker_died_is_requeued_once_its_lease_expires(
 ) -> None:
     env = make_env(visibility=30, LEASE_SECONDS="2")
     [job_id] = env.submit("sleep", {"seconds": 60})
-    worker = start_worker(env)
+    child = start_worker(env)
     wait_until(lambda: env.job(job_id).status == "running", what="job running")
-    worker.signal(signal.SIGKILL)
-    worker.wait(timeout=10)
+    child.signal(signal.SIGKILL)
+    child.wait(timeout=10)
 
     def requeued() -> list[repository.Job]:
         with env.connect() as conn:
@@ -473,7 +473,7 @@ def test_a_database_outage_pauses_intake_without_burning_attempts(
         ),
         database=database,
     )
-    worker = start_worker(env)
+    child = start_worker(env)
     warm = env.submit("echo", {"n": 0})
     wait_until(lambda: env.statuses(warm) == {"succeeded": 1}, what="first job done")
     jobs = env.create("echo", {"n": 1}, count=3)
@@ -482,11 +482,11 @@ def test_a_database_outage_pauses_intake_without_burning_attempts(
     # The receiver is inside its long poll: it takes these, and each start() finds the database
     # down. They go back to the queue, uncounted, and the gate holds further receives.
     env.send(*map(repository.message_body, jobs))
-    wait_until(lambda: not worker.stats()["ready"], what="the consumer's gate closed")
+    wait_until(lambda: not child.stats()["ready"], what="the consumer's gate closed")
     wait_until(lambda: env.counts() == (3, 0), timeout=20, what="messages back on the queue")
-    assert worker.get("/ready").status_code == 503
-    assert worker.get("/health").status_code == 200, "an outage must not get the task restarted"
-    stats = worker.stats()
+    assert child.get("/ready").status_code == 503
+    assert child.get("/health").status_code == 200, "an outage must not get the task restarted"
+    stats = child.stats()
     assert (stats["failed"], stats["in_flight"]) == (0, 0)
     assert stats["deferred"] >= 1, "no held message met the outage"
 
@@ -494,5 +494,5 @@ def test_a_database_outage_pauses_intake_without_burning_attempts(
     ids = [job.id for job in jobs]
     wait_until(lambda: env.statuses(ids) == {"succeeded": 3}, timeout=60, what="resumed")
     assert {env.job(job_id).attempts for job_id in ids} == {1}
-    assert worker.stats()["failed"] == 0
+    assert child.stats()["failed"] == 0
     assert env.counts(env.dlq_url) == (0, 0)

@@ -1,14 +1,14 @@
 """``suite new-service NAME --from EXAMPLE``: a new service folder made from one of the examples.
 
 It copies the live example rather than a template kept beside it (a copier template would be a
-second copy of each example to keep in step by hand). Python is rewritten token by token: in
-code only the package's own references; in strings, comments and other files the example's name
-as a word, becoming the package (``my_service``) where it names a module and the service name
-(``my-service``) elsewhere. The spec gets a queue of its own for a consumer and every default
-that names the example written out. Nothing is half-written: the folder is assembled beside
-``services/`` and renamed into place, then ``uv lock``, then docker-compose.yml (a rendered
-block inserted as text, parsed before it is written); a failure takes everything back.
-tools/README.md gives the reasons.
+second copy of each example to keep in step by hand). Every file's text gets the example's name
+as a word replaced: by the package (``my_service``) where it names a module, by the service name
+(``my-service``) elsewhere; the examples use neither as an identifier of their own, so code,
+strings and prose take the same rule (a Python file that would not parse is refused). The spec
+gets a queue of its own for a consumer and every default that names the example written out.
+Nothing is half-written: the folder is assembled beside ``services/`` and renamed into place,
+then ``uv lock``, then docker-compose.yml (a rendered block inserted as text, parsed before it
+is written); a failure takes everything back. tools/README.md gives the reasons.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import tempfile
 import tokenize
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -65,19 +65,12 @@ _NOT_COPIED = shutil.ignore_patterns(
     ".venv", "build", "dist", "*.egg-info", ".env", ".env.*",
 )  # fmt: skip
 
-# Python 3.12 splits f-strings into parts; their text is FSTRING_MIDDLE.
-_TEXT_TOKENS = frozenset(
-    {tokenize.STRING, tokenize.COMMENT, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
-)
 # Before a word, these make it a module: ``from x``, ``import x``, ``python -m x``, ``"-m", "x"``.
 _MODULE_BEFORE = re.compile(r"(?:(?:^|\s)(?:from|import)\s+|-m\s+|-m[\"'],\s*[\"'])\Z")
 _MODULE_AFTER = re.compile(r"[.:][A-Za-z_]")
 # Replicas on a laptop: a spec's task count above this is capped (docker-compose.yml's examples).
 LAPTOP_REPLICAS = 2
 _PORT_DEFAULT = re.compile(r"(?:\$\{\w+:-(\d+)\}|(\d+)):\d+$")
-# What YAML reads as something other than the same string when written plain.
-_PLAIN = re.compile(r"[A-Za-z/][\w/.-]*")
-_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
 
 
 def _normalize(distribution: str) -> str:
@@ -111,74 +104,31 @@ class Renamer:
         return PurePosixPath(*parts)
 
     def text(self, text: str, modules: dict[str, str]) -> str:
-        """A text file's words; ``modules`` maps renamed module names (old -> new)."""
-        return _apply(text, self._word_edits(text, 0, len(text), modules))
-
-    def python(self, source: str, modules: dict[str, str]) -> str:
-        """A Python file: the package's references in code, the words of strings and comments."""
-        # The lines tokenize sees (str.splitlines would also split at form feeds and the like).
-        lines = io.StringIO(source).readlines()
-        starts = [0]
-        for line in lines:
-            starts.append(starts[-1] + len(line))
-
-        def offset(position: tuple[int, int]) -> int:
-            return starts[position[0] - 1] + position[1]
-
-        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-        bound = self._bound_by_import(source)
-        edits: list[tuple[int, int, str]] = []
-        statement: list[str] = []  # the significant tokens of the statement so far
-        for token in tokens:
-            start, end = offset(token.start), offset(token.end)
-            if token.type in _TEXT_TOKENS:
-                edits.extend(self._word_edits(source, start, end, modules))
-            elif token.type == tokenize.NAME:
-                previous = statement[-1] if statement else ""
-                if token.string in modules:
-                    edits.append((start, end, modules[token.string]))
-                elif token.string == self.old_package and (
-                    previous in ("from", "import")
-                    or (previous == "," and statement[0] == "import")
-                    or (bound and previous != ".")
-                ):
-                    edits.append((start, end, self.new_package))
-            if token.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT) or (
-                token.string == ";"
-            ):
-                statement = []
-            elif token.type in (tokenize.NAME, tokenize.OP):
-                statement.append(token.string)
-        return _reflow(_apply(source, edits), self.width)
-
-    def _bound_by_import(self, source: str) -> bool:
-        """Whether ``import example`` (or ``import example.x``) binds the package's name."""
-        return any(
-            isinstance(node, ast.Import)
-            and any(
-                alias.asname is None and alias.name.split(".")[0] == self.old_package
-                for alias in node.names
-            )
-            for node in ast.walk(ast.parse(source))
-        )
-
-    def _word_edits(
-        self, text: str, start: int, end: int, modules: dict[str, str]
-    ) -> Iterator[tuple[int, int, str]]:
+        """A file's words (code, strings and prose alike: the examples use neither name as an
+        identifier of their own); ``modules`` maps renamed module names (old -> new)."""
         words = sorted({self.old, self.old_package, *modules}, key=len, reverse=True)
         pattern = re.compile(r"(?<![\w.\-])(?:" + "|".join(map(re.escape, words)) + r")(?![\w\-])")
-        for match in pattern.finditer(text, start, end):
+
+        def replace(match: re.Match[str]) -> str:
             word = match.group()
             if word in modules:
-                yield match.start(), match.end(), modules[word]
-                continue
+                return modules[word]
             before = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
             module = (
                 _MODULE_AFTER.match(text, match.end()) is not None
                 or before.endswith("src/")
                 or _MODULE_BEFORE.search(before) is not None
             )
-            yield match.start(), match.end(), self.new_package if module else self.new
+            return self.new_package if module else self.new
+
+        return pattern.sub(replace, text)
+
+    def python(self, source: str, modules: dict[str, str]) -> str:
+        """A Python file's words, its prose lines that grew wrapped; the result must parse."""
+        renamed = self.text(source, modules)
+        # A name used as an identifier would now be a hyphenated word (or a clash): refused.
+        ast.parse(renamed)
+        return _reflow(renamed, self.width)
 
 
 def _apply(text: str, edits: Iterable[tuple[int, int, str]]) -> str:
@@ -335,44 +285,14 @@ def _copy(source: Path, target: Path, renamer: Renamer) -> None:
                     if path.suffix == ".py"
                     else renamer.text(text, modules)
                 )
-            except (SyntaxError, tokenize.TokenError) as error:
-                raise CommandError(f"cannot read {relative} of the example: {error}") from error
+            except SyntaxError as error:
+                raise CommandError(
+                    f"{relative} does not parse once renamed (an identifier named "
+                    f"{renamer.old_package}?): {error}"
+                ) from error
             destination.write_text(renamed)
         shutil.copymode(path, destination)
     shutil.rmtree(staging)
-
-
-def _set_key(text: str, table: str, key: str, value: str) -> str:
-    """``key = value`` (TOML, one line) in ``[table]``: replaced, or added after its last line
-    that is neither blank nor a comment (those lead into what follows)."""
-    lines = text.splitlines(keepends=True)
-    header = next((i for i, line in enumerate(lines) if line.strip() == f"[{table}]"), None)
-    if header is None:
-        raise CommandError(f"the example's service.toml has no [{table}] table")
-    end = next(
-        (i for i in range(header + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines)
-    )
-    setting = f"{key} = {value}\n"
-    for i in range(header + 1, end):
-        if re.match(rf"{re.escape(key)}\s*=", lines[i]):
-            lines[i] = setting
-            return "".join(lines)
-    last = max(
-        (i for i in range(header, end) if lines[i].strip() and not lines[i].startswith("#")),
-    )
-    if not lines[last].endswith("\n"):
-        lines[last] += "\n"
-    lines.insert(last + 1, setting)
-    return "".join(lines)
-
-
-def _quoted_list(values: list[str]) -> str:
-    """``["a", "b"]``: the same in TOML and YAML."""
-    return "[" + ", ".join(_quoted(v) for v in values) + "]"
-
-
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _spec(folder: Path, renamer: Renamer, queues: set[str]) -> ServiceSpec:
@@ -383,9 +303,12 @@ def _spec(folder: Path, renamer: Renamer, queues: set[str]) -> ServiceSpec:
     if isinstance(spec.trigger, QueueTrigger):
         if renamer.new in queues or f"{renamer.new}-dlq" in queues:
             raise CommandError(f"{renamer.new!r} is taken: a queue of that name exists")
-        text = _set_key(text, "trigger", "queue", _quoted(renamer.new))
-    path.write_text(text)
-    spec = _load(path)
+        # One line to change, and the spec read back says it was the trigger's.
+        text, count = re.subn(r"(?m)^queue\s*=.*$", f"queue = {json.dumps(renamer.new)}", text)
+        path.write_text(text)
+        spec = _load(path)
+        if count != 1 or getattr(spec.trigger, "queue", None) != renamer.new:
+            raise CommandError("the example's service.toml has no single `queue = ...` line")
     leftover = re.compile(rf"(?<![\w.\-]){re.escape(renamer.old)}(?![\w\-])")
     fields = [
         key
@@ -551,8 +474,9 @@ def _render(
         f"    build: {{<<: *build, args: {{<<: *build-args, SERVICE: {name}}}}}",
     ]
     if spec.command != [name]:
-        lines.append(f"    command: {_quoted_list(spec.command)}")
-    pairs = ", ".join(f"{key}: {_scalar(value)}" for key, value in environment.items())
+        lines.append(f"    command: {json.dumps(spec.command)}")
+    # JSON's strings and lists are YAML's too, and never read as anything but themselves.
+    pairs = ", ".join(f"{key}: {json.dumps(value)}" for key, value in environment.items())
     lines.append(f"    environment: {{<<: *app, {pairs}}}")
     if spec.task.desired_count > 1:
         # The spec's count, capped for a laptop's cores as the examples are (the parity test).
@@ -606,13 +530,6 @@ def _load_balancer_blocks(spec: ServiceSpec, example_lb: dict[str, Any], host_po
 def _variable(name: str) -> str:
     """The prefix of a service's compose variables: ``my-service`` -> ``MY_SERVICE``."""
     return name.upper().replace("-", "_")
-
-
-def _scalar(value: str) -> str:
-    """A string as YAML that reads back as that string (double quotes when plain would not)."""
-    if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
-        return value
-    return _quoted(value)
 
 
 def _compose_text(

@@ -34,7 +34,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Runtime]]:
 
 def create_app() -> HealthCheck:
     """The ASGI application: the liveness answer in front of the FastAPI app."""
-    api = FastAPI(
+    fastapi_app = FastAPI(
         title="Jobs API",
         summary="Accepts jobs, stores them in PostgreSQL and queues them on SQS.",
         version="1.0.0",
@@ -48,12 +48,12 @@ def create_app() -> HealthCheck:
         # Answered before routing (413) or by the last-resort handler (500), on any operation.
         responses=error_responses(413, 500),
     )
-    install_error_handlers(api)
-    api.include_router(health.router)
-    api.include_router(jobs.router)
-    api.include_router(ops.router)
-    api.include_router(docs.router)
-    return HealthCheck(api)
+    install_error_handlers(fastapi_app)
+    fastapi_app.include_router(health.router)
+    fastapi_app.include_router(jobs.router)
+    fastapi_app.include_router(ops.router)
+    fastapi_app.include_router(docs.router)
+    return HealthCheck(fastapi_app)
 
 
 app = create_app()
