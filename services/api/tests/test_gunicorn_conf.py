@@ -272,7 +272,13 @@ def test_a_database_outage_is_503_until_it_recovers_by_itself(
 
         cluster.start()
         wait_until(lambda: server.answers("/ready", 200), 30, "/ready 200 again")
-        assert server.post("/jobs", json={"type": "echo"}).status_code == 201
+        # /ready reached one of the two workers; the other's pool may still be between
+        # reconnection attempts (psycopg_pool backs off), and answers 503 until it is back.
+        wait_until(
+            lambda: server.post("/jobs", json={"type": "echo"}).status_code == 201,
+            30,
+            "POST /jobs 201 again",
+        )
     finally:
         cluster.destroy()
 
