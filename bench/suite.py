@@ -58,6 +58,7 @@ class Suite:
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.specs: dict[str, ServiceSpec] = load_specs(ROOT)
         self._addresses: dict[tuple[str, int], str] = {}
+        self._tokens: dict[str, str] = {}
 
     def compose(self, *args: str) -> str:
         files = [argument for name in FILES for argument in ("-f", str(ROOT / name))]
@@ -82,15 +83,21 @@ class Suite:
 
     def down(self) -> None:
         self._addresses.clear()
+        self._tokens.clear()
         # --profile deploy: the api's other colour, when a deploy left it serving.
         self.compose(
             "--profile", "deploy", "down", "--volumes", "--remove-orphans", "--timeout", "10"
         )
 
     def token(self, principal: str) -> str:
-        """A bearer token for ``principal`` from the suite's issuer, as ``make token`` gets one."""
-        answer = self.compose("exec", "-T", "issuer", "issuer", "token", "--principal", principal)
-        return answer.splitlines()[-1]
+        """A bearer token for ``principal`` from the suite's issuer, as ``make token`` gets one
+        (one per principal: an hour's lifetime outlasts any benchmark)."""
+        if principal not in self._tokens:
+            answer = self.compose(
+                "exec", "-T", "issuer", "issuer", "token", "--principal", principal
+            )
+            self._tokens[principal] = answer.splitlines()[-1]
+        return self._tokens[principal]
 
     def container(self, service: str) -> str:
         """The service's first container (a service may run several: ``--scale``)."""

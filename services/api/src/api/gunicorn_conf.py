@@ -52,6 +52,12 @@ proc_name = "api"
 control_socket_disable = True
 
 
+def on_starting(server: Any) -> None:
+    """In the master, before any fork: the AWS models every worker's runtime needs (Parameter
+    Store and Secrets Manager for settings and flags, SQS for the relay), parsed once."""
+    aws.load_models("ssm", "secretsmanager", "sqs")
+
+
 def post_fork(server: Any, worker: Any) -> None:
     """Per worker: no AWS client from the master."""
     aws.reset_clients()
