@@ -43,14 +43,18 @@ class Suite:
         self.api = httpx.Client(base_url=self.url, timeout=10)
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        done = subprocess.run(
             ["docker", "compose", *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
             text=True,
-            check=check,
+            check=False,
         )
+        if check and done.returncode != 0:
+            # What compose said is the whole diagnosis: CalledProcessError would not show it.
+            pytest.fail(f"docker compose {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
+        return done
 
     def sql(self, query: str, sslmode: str = "prefer", check: bool = True) -> str:
         password = self.env.get("POSTGRES_PASSWORD", "postgres-local-only")
