@@ -202,6 +202,10 @@ def test_trace_id_comes_from_the_current_span_in_xray_form(
 
 
 def test_server_loggers_use_the_json_formatter(capsys: pytest.CaptureFixture[str]) -> None:
+    # What an in-process uvicorn.Config(log_level="warning") leaves behind (the issuer's test
+    # server): the configuration must not inherit it.
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     configure_logging(service="api", env="test")
     logging.getLogger("uvicorn.access").info('127.0.0.1 - "GET /health HTTP/1.1" 200')
     logging.getLogger("uvicorn.error").info(

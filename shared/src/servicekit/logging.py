@@ -161,10 +161,18 @@ def logging_config(
 
     ``levels`` sets loggers' own levels, over :data:`QUIET_LOGGERS`.
     """
+    # Configuring a logger drops its handlers; propagating sends its records to the root's. The
+    # level is set too (NOTSET: the root's), or one a server set before stays (an in-process
+    # uvicorn.Config(log_level="warning") leaves uvicorn.error and uvicorn.access at WARNING).
     loggers: dict[str, dict[str, Any]] = {
-        # Configuring a logger drops its handlers; propagating sends its records to the root's.
-        **{name: {"handlers": [], "propagate": True} for name in _SERVER_PROPAGATING_LOGGERS},
-        **{name: {"handlers": ["stdout"], "propagate": False} for name in _SERVER_ERROR_LOGGERS},
+        **{
+            name: {"handlers": [], "propagate": True, "level": "NOTSET"}
+            for name in _SERVER_PROPAGATING_LOGGERS
+        },
+        **{
+            name: {"handlers": ["stdout"], "propagate": False, "level": "NOTSET"}
+            for name in _SERVER_ERROR_LOGGERS
+        },
     }
     for name, logger_level in {**QUIET_LOGGERS, **(levels or {})}.items():
         loggers.setdefault(name, {})["level"] = logger_level.upper()
