@@ -56,6 +56,16 @@ class Suite:
             pytest.fail(f"docker compose {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
         return done
 
+    def containers(self, service: str, *, stopped: bool = True) -> list[str]:
+        """The ids of the service's containers (it may run several), ``stopped`` ones too."""
+        found = self.compose("ps", *(["--all"] if stopped else []), "--quiet", service)
+        return found.stdout.split()
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``docker`` itself, on a container of this project (compose's views add escapes, and
+        ``compose start`` starts a service's dependencies too)."""
+        return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
     def sql(self, query: str, sslmode: str = "prefer", check: bool = True) -> str:
         password = self.env.get("POSTGRES_PASSWORD", "postgres-local-only")
         result = self.compose(
@@ -80,37 +90,23 @@ class Suite:
 
     def logs(self, service: str) -> list[str]:
         """What the service's container wrote, exactly (compose's own log view adds escapes)."""
-        container = self.compose("ps", "--all", "--quiet", service).stdout.split()
-        assert container, f"no {service} container"
-        result = subprocess.run(
-            ["docker", "logs", container[0]], capture_output=True, text=True, check=True
-        )
+        result = self.docker("logs", self.containers(service)[0])
         return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
     def state(self, service: str) -> dict[str, Any]:
         """The service's container state as ``docker inspect`` has it (Running, StartedAt...)."""
-        container = self.compose("ps", "--all", "--quiet", service).stdout.split()
-        assert container, f"no {service} container"
-        result = subprocess.run(
-            ["docker", "inspect", "--format", "{{json .State}}", container[0]],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        result = self.docker("inspect", "--format", "{{json .State}}", self.containers(service)[0])
         state: dict[str, Any] = json.loads(result.stdout)
         return state
 
     def healthy(self, service: str) -> int:
         """How many of the service's containers (it may run several) Docker reports healthy."""
-        containers = self.compose("ps", "--quiet", service).stdout.split()
+        containers = self.containers(service, stopped=False)
         if not containers:
             return 0
-        result = subprocess.run(
-            ["docker", "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}",
-             *containers],
-            capture_output=True,
-            text=True,
-            check=False,
+        result = self.docker(
+            "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}",
+            *containers, check=False,
         )  # fmt: skip
         return result.stdout.split().count("healthy")
 

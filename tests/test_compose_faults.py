@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -208,8 +207,7 @@ def test_the_suite_recovers_from_an_emulator_restart_within_a_minute(suite: Suit
     restarted = time.monotonic()
     # `docker start`, not `compose start`: compose would start the worker's dependencies again,
     # running the init step against an emulator that may not answer yet (moto-reinit's job).
-    stopped = suite.compose("ps", "--all", "--quiet", "worker").stdout.split()
-    subprocess.run(["docker", "start", *stopped], capture_output=True, check=True)
+    suite.docker("start", *suite.containers("worker"))
     after = suite.post_job("echo", {"after": "restart"})
     try:
         suite.all_succeed_once([*lost, after], 60 - (time.monotonic() - restarted))

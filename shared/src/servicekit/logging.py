@@ -165,14 +165,12 @@ def logging_config(
     # level is set too (NOTSET: the root's), or one a server set before stays (an in-process
     # uvicorn.Config(log_level="warning") leaves uvicorn.error and uvicorn.access at WARNING).
     loggers: dict[str, dict[str, Any]] = {
-        **{
-            name: {"handlers": [], "propagate": True, "level": "NOTSET"}
-            for name in _SERVER_PROPAGATING_LOGGERS
-        },
-        **{
-            name: {"handlers": ["stdout"], "propagate": False, "level": "NOTSET"}
-            for name in _SERVER_ERROR_LOGGERS
-        },
+        name: {"handlers": handlers, "propagate": not handlers, "level": "NOTSET"}
+        for names, handlers in (
+            (_SERVER_PROPAGATING_LOGGERS, []),
+            (_SERVER_ERROR_LOGGERS, ["stdout"]),
+        )
+        for name in names
     }
     for name, logger_level in {**QUIET_LOGGERS, **(levels or {})}.items():
         loggers.setdefault(name, {})["level"] = logger_level.upper()
