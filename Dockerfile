@@ -67,10 +67,10 @@ COPY --from=build /app/.venv /app/.venv
 COPY --from=db-ca /out/certs/ /etc/ssl/certs/
 WORKDIR /tmp
 USER 10001:10001
-# The service's own /health on its own port (PORT and HEALTH_PATH from the environment), with
-# the interpreter that is already there: no curl in the image.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python3", "-m", "servicekit.healthcheck"]
+# The service's own /health on its own port (PORT and HEALTH_PATH from the environment; the task
+# definition passes both as arguments): image/healthcheck, bash alone, no curl in the image.
+COPY --chmod=0755 image/healthcheck /usr/local/bin/healthcheck
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["healthcheck"]
 # Exec form: the service is PID 1 and receives SIGTERM itself. `service` is the console script
 # named after the service (the spec's `command` overrides it, e.g. `scheduler serve`).
 CMD ["service"]

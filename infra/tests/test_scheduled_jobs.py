@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
+from infra.task_definition import HEALTHCHECK
 from infra.testing import Assembly, container, policy_statements
 from scheduler.jobs import registry
 from scheduler.settings import Settings
@@ -47,7 +48,7 @@ def test_the_scheduler_is_one_always_on_task_on_regular_fargate(assembly: Assemb
     scheduler.resource_count_is("AWS::ApplicationAutoScaling::ScalableTarget", 0)
     app = container(assembly, "scheduler", "app")
     assert app["Command"] == ["scheduler", "serve"]
-    assert "8081/health" in json.dumps(app["HealthCheck"]["Command"])
+    assert app["HealthCheck"]["Command"] == ["CMD", HEALTHCHECK, "8081", "/health"]
     firings_id, _ = _queue(assembly, "suite-dev-scheduler-firings")
     variables = {item["Name"]: item["Value"] for item in app["Environment"]}
     assert variables["FIRINGS_QUEUE_URL"] == {"Ref": firings_id}

@@ -22,8 +22,8 @@ __all__ = ["APP_CONTAINER", "ServiceTaskDefinition"]
 
 APP_CONTAINER = "app"
 COLLECTOR_CONTAINER = "otel-collector"
-# Traces only, to X-Ray: the services' metrics are EMF lines in their logs, not OTLP. The
-# receiver listens on the task's loopback (awsvpc: the containers share it).
+# Where the Dockerfile puts image/healthcheck.
+HEALTHCHECK = "/usr/local/bin/healthcheck"
 # Traces only, to X-Ray: the services' metrics are EMF lines in their logs, not OTLP. The
 # receiver listens on the task's loopback (awsvpc: the containers share it).
 COLLECTOR_CONFIG = f"""
@@ -191,13 +191,8 @@ class ServiceTaskDefinition:
             ),
             health_check=(
                 ecs.HealthCheck(
-                    command=[
-                        "CMD",
-                        "python3",
-                        "-c",
-                        "import urllib.request; urllib.request.urlopen("
-                        f"'http://127.0.0.1:{spec.port}{spec.health_path}', timeout=2)",
-                    ],
+                    # The image's own check (image/healthcheck), on the spec's port and path.
+                    command=["CMD", HEALTHCHECK, str(spec.port), spec.health_path],
                     interval=Duration.seconds(15),
                     timeout=Duration.seconds(5),
                     retries=3,
