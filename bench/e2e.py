@@ -16,10 +16,11 @@ and one worker task of 1 vCPU), then, in every round:
 3. paced: the same clients post at a fixed RATE jobs/s (an open loop: each send has its due
    time), below what the suite sustains, so the latency is the path's own and not the queueing
    that a closed loop adds as the suite gets faster (more jobs in flight at once, Little's law).
-   RATE is the end-to-end throughput before the outbox relay (67 jobs/s, BENCHMARKS.md of
-   2026-11-26), so its latency compares with that run's. Where the time goes is read from the
-   jobs' own timestamps: committed to sent (``created_at`` to ``enqueued_at``, the relay), sent
-   to started (SQS and the worker's receive), started to finished (the handler and the update).
+   RATE (60 jobs/s) is just below the end-to-end throughput before the outbox relay (67 jobs/s,
+   `make bench` of 2026-11-26 at f7e35fc), so both paths sustain it. Where the time goes is
+   read from the jobs' own timestamps: committed to sent (``created_at`` to ``enqueued_at``,
+   the relay), sent to started (SQS and the worker's receive), started to finished (the handler
+   and the update).
 
 Ratios: end-to-end jobs/s over the POST-alone requests/s (1.0: the API is the bottleneck, the
 queue and the worker keep up) and end-to-end p50 over the POST's own p50. Figures are medians over
