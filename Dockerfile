@@ -30,6 +30,11 @@ shutil.copyfileobj(urllib.request.urlopen(sys.argv[1], timeout=30), sys.stdout.b
     fi
 
 FROM ${PYTHON_IMAGE} AS build
+# strip, for the dependencies' extension modules below. Before ARG SERVICE: one layer for every
+# service's build. Debian's current binutils: a build tool, nothing of it reaches the image.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 ARG SERVICE
 # uv, pinned by version and by the sha256 of its wheels for Linux on x86_64 (manylinux_2_17) and
 # aarch64 (manylinux_2_28, and _2_17 for older glibc): pip installs no other file. To bump, for
@@ -49,8 +54,12 @@ RUN python3 -m venv /opt/uv \
         -r /tmp/uv-requirements.txt
 WORKDIR /src
 COPY --from=manifests /src /src
+# Some wheels ship their extension modules with debug information (uvloop's is 13.6 MB, 1.6 MB
+# without; httptools', wrapt's), and cryptography's with its symbol table: stripped, the api's
+# image is about 15 MB smaller. What Python loads (the dynamic symbols) stays.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    /opt/uv/bin/uv sync --no-dev --package "${SERVICE}" --no-install-workspace
+    /opt/uv/bin/uv sync --no-dev --package "${SERVICE}" --no-install-workspace \
+    && find /app/.venv -name '*.so' -exec strip --strip-unneeded {} +
 COPY . /src
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --no-dev --package "${SERVICE}" --no-editable \
