@@ -43,28 +43,30 @@ class Suite:
         self.api = httpx.Client(base_url=self.url, timeout=10)
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["docker", "compose", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            # What compose said is the whole diagnosis: CalledProcessError would not show it.
-            pytest.fail(f"docker compose {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
-        return done
+        return self.docker("compose", *args, check=check)
 
     def containers(self, service: str, *, stopped: bool = True) -> list[str]:
         """The ids of the service's containers (it may run several), ``stopped`` ones too."""
         found = self.compose("ps", *(["--all"] if stopped else []), "--quiet", service)
         return found.stdout.split()
 
+    def container(self, service: str) -> str:
+        """The service's first container, a stopped one too."""
+        found = self.containers(service)
+        if not found:
+            pytest.fail(f"no {service} container")
+        return found[0]
+
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``docker`` itself, on a container of this project (compose's views add escapes, and
-        ``compose start`` starts a service's dependencies too)."""
-        return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+        """``docker`` (``compose`` included: compose's views add escapes, and ``compose start``
+        starts a service's dependencies too), in the project's directory and environment."""
+        done = subprocess.run(
+            ["docker", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, check=False
+        )
+        if check and done.returncode != 0:
+            # What docker said is the whole diagnosis: CalledProcessError would not show it.
+            pytest.fail(f"docker {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
+        return done
 
     def sql(self, query: str, sslmode: str = "prefer", check: bool = True) -> str:
         password = self.env.get("POSTGRES_PASSWORD", "postgres-local-only")
@@ -90,12 +92,12 @@ class Suite:
 
     def logs(self, service: str) -> list[str]:
         """What the service's container wrote, exactly (compose's own log view adds escapes)."""
-        result = self.docker("logs", self.containers(service)[0])
+        result = self.docker("logs", self.container(service))
         return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
     def state(self, service: str) -> dict[str, Any]:
         """The service's container state as ``docker inspect`` has it (Running, StartedAt...)."""
-        result = self.docker("inspect", "--format", "{{json .State}}", self.containers(service)[0])
+        result = self.docker("inspect", "--format", "{{json .State}}", self.container(service))
         state: dict[str, Any] = json.loads(result.stdout)
         return state
 
