@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -193,3 +195,23 @@ def test_the_server_answers_reports_and_extra_routes_as_json() -> None:
     }
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=5)
+
+
+def test_a_client_hanging_up_mid_request_is_not_printed_to_stderr(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every line a service writes must be JSON; socketserver prints a traceback of its own.
+    server = HealthServer(HealthRegistry(), 0, host="127.0.0.1")
+    caplog.set_level(logging.DEBUG, logger="servicekit.health")
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+            # SO_LINGER 0: close() resets the connection, so the server's read fails.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.sendall(b"GET /health HTTP/1.1\r\n")
+        deadline = time.monotonic() + 5
+        while "hung up" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "hung up" in caplog.text
+    finally:
+        server.close()
+    assert capfd.readouterr().err == ""

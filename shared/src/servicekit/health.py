@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -225,3 +226,12 @@ class _Server(ThreadingHTTPServer):
     ) -> None:
         super().__init__(address, _Handler)
         self.answer = answer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints a traceback to stderr: not a JSON log line. A prober
+        # that hangs up before reading the whole answer is routine; anything else is logged.
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            _log.debug("health client %s hung up: %r", client_address[0], error)
+        else:
+            _log.exception("health request from %s failed", client_address[0])
