@@ -18,6 +18,7 @@ pre-forking server fills once in its master (:func:`load_models`) for all its wo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import boto3
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, DataNotFoundError
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -149,8 +150,16 @@ def load_models(*services: str) -> None:
         for kind in ("service-2", "endpoint-rule-set-1"):
             # As botocore's client creator asks: the loader's cache keys on the call's form.
             _loader.load_service_model(service, kind, api_version=None)
+        # As get_paginator asks (the version positional): Parameter Store's path reader pages, and
+        # finding the file lists every service's folder.
+        with contextlib.suppress(DataNotFoundError):  # a service without paginators
+            version = _loader.determine_latest_version(service, "service-2")
+            _loader.load_service_model(service, "paginators-1", version)
     _loader.load_data("partitions")
     _loader.load_data("sdk-default-configuration")
+    # Every session's legacy endpoint resolver reads endpoints.json: about 1 MB of JSON, 25 ms of
+    # CPU that each worker spent again after fork.
+    _loader.load_data_with_path("endpoints")
 
 
 def reset_clients() -> None:
