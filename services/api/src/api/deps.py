@@ -60,26 +60,33 @@ _bearer = HTTPBearer(
 )
 
 
-def authenticate(
+async def authenticate(
     required: SecurityScopes,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The verified caller, holding every scope the route requires (plain def: may fetch keys)."""
+    """The verified caller, holding every scope the route requires.
+
+    A token verified before is answered on the event loop; a new one is verified in the
+    threadpool (the issuer's keys may have to be fetched).
+    """
     if credentials is None:
         raise ApiError(
             401, "unauthorized", "a bearer token is required", headers={"WWW-Authenticate": _REALM}
         )
-    try:
-        principal = runtime.tokens.verify(credentials.credentials)
-    except InvalidToken as error:
-        _log.info("bearer token refused: %s", error)
-        raise ApiError(
-            401,
-            "invalid_token",
-            "the bearer token is not valid",
-            headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
-        ) from None
+    token = credentials.credentials
+    principal = runtime.tokens.remembered(token)
+    if principal is None:
+        try:
+            principal = await run_in_threadpool(runtime.tokens.verify, token)
+        except InvalidToken as error:
+            _log.info("bearer token refused: %s", error)
+            raise ApiError(
+                401,
+                "invalid_token",
+                "the bearer token is not valid",
+                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            ) from None
     missing = [scope for scope in required.scopes if not principal.allows(scope)]
     if missing:
         names = " ".join(runtime.settings.auth.scope_prefix + scope for scope in missing)
@@ -147,7 +154,7 @@ class AuthenticatedRoute(APIRoute):
                     raise
                 credentials = await _bearer(request)
                 required = SecurityScopes(scopes=scopes)
-                await run_in_threadpool(authenticate, required, get_runtime(request), credentials)
+                await authenticate(required, get_runtime(request), credentials)
                 if isinstance(error, RequestValidationError):
                     raise
                 raise RequestValidationError(

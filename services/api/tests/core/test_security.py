@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from jwt.utils import base64url_encode
 
+from api.core.config import AuthSettings
+from api.core.security import InvalidToken, Principal, TokenVerifier
 from api.main import create_app
 from issuer import Issuer
 from servicekit.testing import MotoServer, wait_until
@@ -226,3 +229,57 @@ def test_an_unreachable_issuer_is_503_not_401(
 def test_health_and_ready_need_no_token(anonymous: TestClient) -> None:
     assert anonymous.get("/health").status_code == 200
     assert anonymous.get("/ready").json() == {"status": "ok"}
+
+
+def _verifier(issuer: Issuer, *, remember: int = 1024, leeway: float = 30.0) -> TokenVerifier:
+    settings = AuthSettings(
+        issuer=issuer.config.url, audiences=frozenset({issuer.config.client_id})
+    )
+    return TokenVerifier(settings.model_copy(update={"leeway_seconds": leeway}), remember=remember)
+
+
+def test_a_verified_token_is_remembered_and_only_that_token(issuer: Issuer) -> None:
+    verifier = _verifier(issuer)
+    token = issuer.mint("alice", ["jobs:read"])
+    assert verifier.remembered(token) is None
+
+    principal = verifier.verify(token)
+    assert verifier.remembered(token) == principal == Principal("alice", frozenset({"jobs:read"}))
+    # Another good token, and the same claims under another signature, are not.
+    assert verifier.remembered(issuer.mint("alice", ["jobs:read"])) is None
+    tampered = _tampered(issuer)
+    assert verifier.remembered(tampered) is None
+    with pytest.raises(InvalidToken):
+        verifier.verify(tampered)
+    assert verifier.remembered(tampered) is None
+
+
+def test_the_least_recently_used_token_is_forgotten_first(issuer: Issuer) -> None:
+    verifier = _verifier(issuer, remember=2)
+    first, second, third = (issuer.mint(name, ["jobs:read"]) for name in ("a", "b", "c"))
+    verifier.verify(first)
+    verifier.verify(second)
+    assert verifier.remembered(first) is not None  # used: now the most recent
+    verifier.verify(third)
+
+    assert verifier.remembered(second) is None
+    assert verifier.remembered(first) is not None
+    assert verifier.remembered(third) is not None
+
+
+def test_a_remembered_token_is_refused_once_it_expires(
+    start_app: Callable[[], TestClient], issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTH__LEEWAY_SECONDS", "0")
+    app = start_app()
+    token = issuer.mint("alice", ["jobs:read"], lifetime=2)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert app.get("/jobs", headers=headers).status_code == 200
+    assert app.get("/jobs", headers=headers).status_code == 200  # from memory
+
+    wait_until(lambda: app.get("/jobs", headers=headers).status_code == 401, 10, "expiry")
+    assert time.time() > _claims(token)["exp"]
+    # The scopes are still the route's business on every request: remembered, not widened.
+    writer = {"Authorization": f"Bearer {issuer.mint('alice', ['jobs:read'])}"}
+    assert app.get("/jobs", headers=writer).status_code == 200
+    assert app.post("/jobs", json={"type": "echo"}, headers=writer).status_code == 403
