@@ -16,6 +16,7 @@ import pytest
 from servicekit.health import HealthRegistry, HealthReport, HealthServer
 from servicekit.lifecycle import Lifecycle
 from servicekit.logging import register_secret
+from servicekit.testing import wait_until
 
 
 def passing() -> None:
@@ -208,10 +209,7 @@ def test_a_client_hanging_up_mid_request_is_not_printed_to_stderr(
             # SO_LINGER 0: close() resets the connection, so the server's read fails.
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             client.sendall(b"GET /health HTTP/1.1\r\n")
-        deadline = time.monotonic() + 5
-        while "hung up" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert "hung up" in caplog.text
+        wait_until(lambda: "hung up" in caplog.text, 5, "the hang-up logged")
     finally:
         server.close()
     assert capfd.readouterr().err == ""

@@ -231,11 +231,11 @@ def test_health_and_ready_need_no_token(anonymous: TestClient) -> None:
     assert anonymous.get("/ready").json() == {"status": "ok"}
 
 
-def _verifier(issuer: Issuer, *, remember: int = 1024, leeway: float = 30.0) -> TokenVerifier:
+def _verifier(issuer: Issuer, *, remember: int = 1024) -> TokenVerifier:
     settings = AuthSettings(
         issuer=issuer.config.url, audiences=frozenset({issuer.config.client_id})
     )
-    return TokenVerifier(settings.model_copy(update={"leeway_seconds": leeway}), remember=remember)
+    return TokenVerifier(settings, remember=remember)
 
 
 def test_a_verified_token_is_remembered_and_only_that_token(issuer: Issuer) -> None:
