@@ -81,12 +81,14 @@ def test_processes_and_deletes_in_batches(aws_env: MotoServer) -> None:
         work = consumer(url, handle, concurrency=4, receivers=2)
         with running(work):
             send_messages(url, *(json.dumps({"n": n}) for n in range(40)))
-            wait_until(lambda: work.stats().processed == 40 and queue_counts(url) == (0, 0))
+            wait_until(lambda: work.stats().processed >= 40 and queue_counts(url) == (0, 0))
     finally:
         sqs.meta.events.unregister("provide-client-params.sqs.DeleteMessageBatch", count_deletes)
-    assert sorted(seen) == list(range(40))
-    assert sum(calls) == 40
-    assert len(calls) < 40, "deletes were not batched"
+    # At least once, as SQS promises: moto, too, can hand one message to both receivers when
+    # their ReceiveMessage calls overlap (seen under load), and each copy is then deleted.
+    assert sorted(set(seen)) == list(range(40))
+    assert sum(calls) == len(seen) == work.stats().processed
+    assert len(calls) < len(seen), "deletes were not batched"
     assert work.stats().failed == 0
 
 

@@ -49,6 +49,9 @@ RELAY_LOCK_CLASS = 0x6A6F6273  # "jobs"
 SQS_BATCH = 10  # SendMessageBatch's limit
 SEND_BUDGET = aws.Budget(connect_timeout=1.0, read_timeout=3.0, max_attempts=2)
 """At most about 8 s per SendMessageBatch while SQS does not answer: well within a claim."""
+STOP_CHECK = 0.1
+"""How often a listening relay looks up from its LISTEN to see whether it should stop: a worker
+shutting down (SIGTERM, or a test's app leaving its lifespan) waits at most this for it."""
 
 _log = logging.getLogger(__name__)
 
@@ -251,7 +254,7 @@ class Relay:
             self._conn = None
 
     def _wait(self) -> None:
-        """Until a notification, ``poll_interval`` or stop; checks stop every second."""
+        """Until a notification, ``poll_interval`` or stop (looked at every :data:`STOP_CHECK`)."""
         deadline = time.monotonic() + self.poll_interval
         while not self._stop.is_set():
             left = deadline - time.monotonic()
@@ -261,7 +264,9 @@ class Relay:
                 self._stop.wait(left)
                 return
             try:
-                if any(True for _ in self._conn.notifies(timeout=min(left, 1.0), stop_after=1)):
+                if any(
+                    True for _ in self._conn.notifies(timeout=min(left, STOP_CHECK), stop_after=1)
+                ):
                     return
             except psycopg.Error:
                 self._disconnect()

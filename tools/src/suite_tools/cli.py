@@ -1,5 +1,10 @@
 """``suite``: the suite's delivery commands (argparse wiring; the work is in the modules)."""
 
+# Each command imports its module when it runs, not at the top: together they pull in the Docker
+# SDK, botocore's clients and the scheduler's runtime (0.7 s of a `suite` call's start), which
+# `suite status` or `--help` never need.
+# ruff: noqa: PLC0415
+
 from __future__ import annotations
 
 import argparse
@@ -7,26 +12,17 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from suite_tools import (
-    cost,
-    deadletters,
-    fleet,
-    images,
-    jobrun,
-    local,
-    logs,
-    release,
-    rollback,
-    scaffold,
-    session,
-    status,
-)
-from suite_tools.deployed import Deployed
 from suite_tools.errors import CommandError
 from suite_tools.specs import repository_root, select_specs
 
+if TYPE_CHECKING:
+    from suite_tools.deployed import Deployed
+
 __all__ = ["main"]
+
+DEFAULT_APP = "suite"
 
 # What `suite deploy --local` replaces by default: the services with a fleet in compose (the
 # scheduler is one task by design).
@@ -66,7 +62,7 @@ def _targets(parser: argparse.ArgumentParser, *, default: str, app: str) -> None
 def _app(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--app",
-        default=os.environ.get("APP_NAME") or images.DEFAULT_APP,
+        default=os.environ.get("APP_NAME") or DEFAULT_APP,
         help=f"the app's name, {what} (default: $APP_NAME or %(default)s)",
     )
 
@@ -104,6 +100,8 @@ def _image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    from suite_tools import images
+
     built = images.build(
         args.services, app=args.app, build_args=dict(args.build_args), write=_progress
     )
@@ -113,6 +111,8 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
+    from suite_tools import images
+
     pushed = images.push(
         args.services,
         app=args.app,
@@ -165,6 +165,8 @@ def _add_push(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_release(args: argparse.Namespace) -> int:
+    from suite_tools import release
+
     released = release.release(
         args.services,
         app=args.app,
@@ -239,6 +241,8 @@ def _add_release(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run_deploy(args: argparse.Namespace) -> int:
+    from suite_tools import fleet
+
     if not args.local:
         raise CommandError("only --local (the compose suite); AWS deploys are `suite release`")
     specs = select_specs(repository_root(), args.services or LOCAL_DEPLOYED)
@@ -272,6 +276,8 @@ def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _run_new_service(args: argparse.Namespace) -> int:
+    from suite_tools import scaffold
+
     created = scaffold.new_service(args.name, example=args.example, lock=args.lock)
     for line in created.summary():
         print(line)
@@ -305,10 +311,14 @@ def _add_new_service(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _deployed(args: argparse.Namespace, services: Sequence[str]) -> Deployed:
+    from suite_tools.deployed import Deployed
+
     return Deployed.open(services, app=args.app, env=args.env)
 
 
 def _run_status(args: argparse.Namespace) -> int:
+    from suite_tools import local, status
+
     if args.local:
         document = local.collect(_deployed(args, args.services).specs)
         lines = local.render(document)
@@ -342,6 +352,8 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _since(text: str) -> object:
+    from suite_tools import logs
+
     try:
         return logs.parse_since(text)
     except ValueError as error:
@@ -349,6 +361,8 @@ def _since(text: str) -> object:
 
 
 def _run_logs(args: argparse.Namespace) -> int:
+    from suite_tools import logs
+
     query = logs.LogQuery(since=args.since, text=args.filter, trace=args.trace)
     deployed = _deployed(args, [args.service])
     events = (
@@ -361,6 +375,8 @@ def _run_logs(args: argparse.Namespace) -> int:
 
 
 def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from suite_tools import logs
+
     parser = commands.add_parser(
         "logs",
         help="a service's logs (CloudWatch Logs), rendered for people",
@@ -386,6 +402,8 @@ def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_job(args: argparse.Namespace) -> int:
+    from suite_tools import jobrun
+
     run = jobrun.run_job(
         _deployed(args, []),
         args.job,
@@ -424,6 +442,8 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run_exec(args: argparse.Namespace) -> int:
+    from suite_tools import session
+
     command = list(args.remote_command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -450,6 +470,8 @@ def _add_exec(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_rollback(args: argparse.Namespace) -> int:
+    from suite_tools import rollback
+
     deployed = _deployed(args, [args.service])
     plan = rollback.plan(deployed)
     _progress(f"will {plan.describe()}")
@@ -479,6 +501,8 @@ def _add_rollback(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _run_dead(args: argparse.Namespace) -> int:
+    from suite_tools import deadletters
+
     deployed = _deployed(args, [])
     letters = deadletters.dead_letters(deployed)
     if args.redrive:
@@ -537,6 +561,8 @@ def _add_jobs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_cost(args: argparse.Namespace) -> int:
+    from suite_tools import cost
+
     deployed = _deployed(args, [])
     prices = cost.load_prices(args.region, live=args.live, write=_progress)
     document = cost.estimate(deployed.specs, prices)

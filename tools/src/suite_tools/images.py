@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
 
 __all__ = [
-    "DEFAULT_APP",
     "PushedImage",
     "Registry",
     "build",
@@ -52,7 +51,6 @@ __all__ = [
     "revision",
 ]
 
-DEFAULT_APP = "suite"
 Write = Callable[[str], None]
 
 _NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")  # one ECR repository path component

@@ -1,4 +1,4 @@
-"""Real components for the tools' tests: a throwaway workspace, a local registry, a child ``suite``.
+"""Real components for the tools' tests: a throwaway workspace, a local registry, ``suite`` runs.
 
 The registry is Debian's ``docker-registry`` (the CNCF distribution registry) on a loopback
 port with htpasswd auth, so pushes go through real registry authentication; the Docker engine
@@ -8,7 +8,9 @@ treats 127.0.0.0/8 registries as insecure (plain HTTP) by default.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
+import io
 import json
 import os
 import secrets
@@ -23,12 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 from servicekit import aws
 from servicekit.testing.moto import free_port
 from servicekit.testing.polling import wait_until
 from suite_contract.spec import EnvironmentNames
+from suite_tools.cli import main
 
 __all__ = [
     "BASE_IMAGE",
@@ -265,17 +268,44 @@ class Run:
     stderr: str
 
 
+class _ThisThread(io.StringIO):
+    """Collects what the calling thread writes; other threads' writes (the in-process moto
+    server's) go on to where they went before."""
+
+    def __init__(self, elsewhere: TextIO) -> None:
+        super().__init__()
+        self.thread, self.elsewhere = threading.current_thread(), elsewhere
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is self.thread:
+            return super().write(text)
+        return self.elsewhere.write(text)
+
+
 def run_suite(*args: str, env: Mapping[str, str] | None = None) -> Run:
-    """``suite ARGS`` in a child process: exit code and stderr exactly as a user sees them."""
-    done = subprocess.run(  # noqa: S603 - this interpreter, our own arguments
-        [sys.executable, "-m", "suite_tools", *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ if env is None else env),
-        timeout=300,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
+    """``suite ARGS`` with ``env`` as its whole environment: exit code, stdout and stderr.
+
+    In this process, through the same ``main`` as the console script (a child interpreter per
+    call was most of the tools' test time): argparse's usage errors are exit code 2 as in a
+    shell; an exception ``main`` does not turn into a one-line error fails the test with its
+    traceback, where a user would have seen one.
+    """
+    stdout, stderr = _ThisThread(sys.stdout), _ThisThread(sys.stderr)
+    saved = os.environ.copy()
+    os.environ.clear()
+    os.environ.update(saved if env is None else env)
+    aws.reset_clients()  # clients are cached per process: built again from this environment
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        aws.reset_clients()
+    return Run(code, stdout.getvalue(), stderr.getvalue())
 
 
 class BlueGreenService:
