@@ -8,9 +8,12 @@ export UV_FROZEN := 1
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
+# Bytecode compiled once at install: otherwise every test worker and every process the tests
+# start (gunicorn, the worker, the scheduler) compiles its dependencies from source again wherever
+# nothing may write __pycache__ (PYTHONDONTWRITEBYTECODE, as on CI's machines).
 .venv/.synced: uv.lock pyproject.toml */pyproject.toml services/*/pyproject.toml
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
-	$(UV) sync --all-packages
+	$(UV) sync --all-packages --compile-bytecode
 	@touch $@
 
 install: .venv/.synced ## create the workspace environment from uv.lock
@@ -19,8 +22,10 @@ install: .venv/.synced ## create the workspace environment from uv.lock
 # cluster and moto server; a file stays on one process, so its module fixtures start once); 0
 # runs them in this process (a debugger, -x). The synth and compose tiers run one at a time: the
 # CDK's node and the Docker engine are shared, and their tests size their timeouts for that.
+# infra/tests is the synth tier by its folder (conftest.py): not collected here at all, so no
+# worker imports the CDK for tests it would deselect.
 TEST_WORKERS ?= 4
-FAST_TIERS := $(UV) run pytest -m "unit or integration" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+FAST_TIERS := $(UV) run pytest -m "unit or integration" --ignore=infra/tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/run installs them)
 	@status=0; $(FAST_TIERS) || status=$$?; \
