@@ -375,8 +375,6 @@ def _run_logs(args: argparse.Namespace) -> int:
 
 
 def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from suite_tools import logs
-
     parser = commands.add_parser(
         "logs",
         help="a service's logs (CloudWatch Logs), rendered for people",
@@ -389,7 +387,7 @@ def _add_logs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument(
         "--since",
         type=_since,
-        default=logs.parse_since("10m"),
+        default="10m",  # argparse passes a text default through `type` when --since is absent
         metavar="WHEN",
         help="a duration ago (30s, 10m, 2h, 1d) or an ISO-8601 time (default 10m)",
     )
