@@ -19,13 +19,17 @@ help: ## list the targets
 install: .venv/.synced ## create the workspace environment from uv.lock
 
 # The unit and integration tiers in TEST_WORKERS pytest-xdist processes (each its own PostgreSQL
-# cluster and moto server; a file stays on one process, so its module fixtures start once); 0
-# runs them in this process (a debugger, -x). The synth and compose tiers run one at a time: the
-# CDK's node and the Docker engine are shared, and their tests size their timeouts for that.
+# cluster and moto server), handed out test by test and taken over from a busy process when one
+# runs dry (worksteal): files of long waits (outages, leases, visibility timeouts) no longer end
+# the run one after the other on one process. 0 runs them in this process (a debugger, -x). The
+# synth and compose tiers run one at a time: the CDK's node and the Docker engine are shared, and
+# their tests size their timeouts for that.
 # infra/tests is the synth tier by its folder (conftest.py): not collected here at all, so no
-# worker imports the CDK for tests it would deselect.
+# worker imports the CDK for tests it would deselect. pyproject's testpaths without it, named as
+# arguments: pytest never applies --ignore to a path it was given, testpaths included.
 TEST_WORKERS ?= 4
-FAST_TIERS := $(UV) run pytest -m "unit or integration" --ignore=infra/tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+FAST_PATHS := $(filter-out infra/tests,$(shell sed -n 's/^testpaths = \[\(.*\)\]/\1/p' pyproject.toml | tr -d '",'))
+FAST_TIERS := $(UV) run pytest -m "unit or integration" $(FAST_PATHS) $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 test: .venv/.synced ## run every test (needs PostgreSQL's server binaries; .ci/run installs them)
 	@status=0; $(FAST_TIERS) || status=$$?; \

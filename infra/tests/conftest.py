@@ -6,11 +6,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from infra.testing import Assembly, synthesize
 from suite_contract.spec import find_repository_root
+
+if TYPE_CHECKING:
+    from infra.testing import Assembly
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
@@ -68,6 +71,11 @@ def image_digests() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    # The CDK is imported by the fixtures that synthesize, not by this module: pytest loads this
+    # conftest for every run whose test paths include infra/tests (make test-fast, which only
+    # --ignores the folder, too), and importing the CDK costs each process 1.8 s and a node.
+    from infra.testing import synthesize  # noqa: PLC0415
+
     return synthesize(tmp_path_factory.mktemp("cdk.out"), root=ROOT)
 
 
@@ -99,6 +107,8 @@ def extended(tmp_path_factory: pytest.TempPathFactory, extended_root: Path) -> A
     """The app over ``extended_root``, with both cost switches flipped, the production switches
     Shield Advanced and ECR enhanced scanning on (as ``-c`` passes them: text), images pinned by
     digest (as ``-c imageDigests=...`` passes them: JSON text) and the delivery stack's roles."""
+    from infra.testing import synthesize  # noqa: PLC0415
+
     return synthesize(
         tmp_path_factory.mktemp("cdk.out.extended"),
         root=extended_root,
